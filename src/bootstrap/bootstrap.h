@@ -1,0 +1,61 @@
+// Bootstrap: the unique id, the authenticated TCP rendezvous at the root, and the out-of-band
+// allgather that communicators use to exchange transport addresses and topology.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "obccl/obccl.h"
+#include "util/status.h"
+#include "util/socket.h"
+
+namespace obccl {
+class Deadline;
+}
+
+namespace obccl::bootstrap {
+
+constexpr size_t kSecretBytes = 32;  // 256-bit job secret
+
+// What an obcclUniqueId carries: where the root listens, the job secret and a communicator id.
+struct UniqueIdData {
+  SocketAddress root;
+  std::vector<uint8_t> secret;  // kSecretBytes
+  uint64_t commId = 0;
+};
+
+// Serialises into / parses from the 128 opaque bytes. A garbled id is obcclInvalidArgument.
+obcclUniqueId encodeUniqueId(const UniqueIdData& data);
+Result<UniqueIdData> decodeUniqueId(const obcclUniqueId& id);
+
+// Makes a fresh id: a random secret and comm id, and a root service listening on a port chosen
+// by the kernel on the selected interface (OBCCL_SOCKET_IFNAME). The root service runs in a
+// background thread of this process until every rank of the job has left or it times out.
+Result<UniqueIdData> createUniqueId();
+// Starts a root service listening at an address fixed in advance (obcclCommInitFromEnv on rank
+// 0 with OBCCL_ROOT / MASTER_ADDR:MASTER_PORT).
+Status startRootService(const UniqueIdData& data);
+
+// One rank's connection to the root service.
+class Bootstrap {
+ public:
+  virtual ~Bootstrap() = default;
+  // Connects and authenticates to the root, announcing rank and nranks; the root checks that
+  // every rank agrees on nranks and that no rank joins twice.
+  static Result<std::unique_ptr<Bootstrap>> connect(const UniqueIdData& id, int rank, int nranks,
+                                                    const Deadline& deadline);
+  // Every rank contributes `mine` (any length, may differ per rank); all[i] is rank i's bytes.
+  virtual Status allgather(const std::vector<uint8_t>& mine, std::vector<std::vector<uint8_t>>* all,
+                           const Deadline& deadline) = 0;
+  virtual Status barrier(const Deadline& deadline) = 0;
+  // Unblocks any pending call (it fails with obcclRemoteError or a timeout); safe from any thread.
+  virtual void abort() = 0;
+  virtual int rank() const = 0;
+  virtual int nranks() const = 0;
+  // This rank's local address as seen on the bootstrap connection (the interface to listen on).
+  virtual const SocketAddress& localAddress() const = 0;
+};
+
+}  // namespace obccl::bootstrap
