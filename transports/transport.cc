@@ -1,20 +1,8 @@
 #include "transports/transport.h"
 
-#include <algorithm>
 #include <cstddef>
 
 #include "util/crc32c.h"
-
-namespace obccl {
-
-int Deadline::remainingMs(int cap) const {
-  if (at_ == Clock::time_point::max()) return cap;
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(at_ - Clock::now()).count();
-  if (left <= 0) return 0;
-  return static_cast<int>(std::min<int64_t>(left, cap));
-}
-
-}  // namespace obccl
 
 namespace obccl::transport {
 
