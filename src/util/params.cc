@@ -41,6 +41,11 @@ const std::vector<ParamInfo>& registry() {
       {"OBCCL_TOPO_FILE", ParamType::kString, "",
        "Load the host map from this file instead of detecting it (tests fake hosts with it)."},
       {"OBCCL_TOPO_DUMP_FILE", ParamType::kString, "", "Write the detected topology to this file."},
+      {"OBCCL_HOST_ID", ParamType::kString, "",
+       "Replace this process's host id (hostname:boot id); ranks with equal ids share a host."},
+      {"OBCCL_SHM_RING_BYTES", ParamType::kInt, "4194304",
+       "Bytes of each shared-memory ring, one per direction per pair of ranks (power of two, at "
+       "least 65536)."},
       {"OBCCL_RANK", ParamType::kString, "", "This process's rank for obcclCommInitFromEnv."},
       {"OBCCL_WORLD_SIZE", ParamType::kString, "", "Number of ranks for obcclCommInitFromEnv."},
       {"OBCCL_ROOT", ParamType::kString, "",
