@@ -54,6 +54,21 @@ const std::vector<ParamInfo>& registry() {
        "Job secret, hex, at least 32 digits (128 bits); every connection proves knowledge of it."},
       {"OBCCL_ALLOW_UNAUTHENTICATED", ParamType::kBool, "0",
        "Allow obcclCommInitFromEnv without OBCCL_SECRET (a fixed, public key is used)."},
+      {"OBCCL_ONEBIT_ROOT_FLOOR", ParamType::kString, "0.01",
+       "1-bit Adam, compressed stage: floor sqrt(v) at this fraction of sqrt(mean v) over the "
+       "unmasked coordinates, so coordinates with a tiny frozen variance do not take huge steps "
+       "from +-scale momentum. 0: the paper's exact arithmetic (docs/ONEBIT_ADAM.md)."},
+      {"OBCCL_ONEBIT_FREEZE_WINDOW", ParamType::kInt, "0",
+       "1-bit Adam with OBCCL_FREEZE_AUTO: updates between checks of sum(v); 0: "
+       "max(10, 0.1/(1-beta2))."},
+      {"OBCCL_ONEBIT_FREEZE_TOL", ParamType::kString, "0.01",
+       "1-bit Adam with OBCCL_FREEZE_AUTO: freeze when sum(v) changed by at most this fraction "
+       "over the last window."},
+      {"OBCCL_ONEBIT_FREEZE_MIN", ParamType::kInt, "0",
+       "1-bit Adam with OBCCL_FREEZE_AUTO: fewest full-precision updates; 0: 1/(1-beta2)."},
+      {"OBCCL_ONEBIT_FREEZE_MAX", ParamType::kInt, "0",
+       "1-bit Adam with OBCCL_FREEZE_AUTO: freeze at this many updates whatever sum(v) does; 0: "
+       "5/(1-beta2)."},
   };
   return kParams;
 }
