@@ -368,11 +368,11 @@ Result<UniqueFd> listenOn(const SocketAddress& addr, SocketAddress* bound, int b
   if (addr.empty()) return invalidArgument("listen: empty address");
   UniqueFd fd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd.valid()) return errnoStatus("socket() for listening on " + addr.toString(), errno);
-  if (addr.port() != 0) {
-    int one = 1;
-    if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
-      return errnoStatus("setsockopt(SO_REUSEADDR) on " + addr.toString(), errno);
-  }
+  // Always: accepted sockets inherit it, so their TIME_WAIT leftovers do not block the next
+  // job that listens on the same fixed port.
+  int one = 1;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+    return errnoStatus("setsockopt(SO_REUSEADDR) on " + addr.toString(), errno);
   setSocketBuffers(fd.get(), bufferBytes);
   if (::bind(fd.get(), addr.sockaddr(), addr.length()) != 0)
     return errnoStatus("bind to " + addr.toString(), errno);

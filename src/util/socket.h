@@ -129,8 +129,8 @@ Result<SocketAddress> localAddressOf(int fd);
 Result<SocketAddress> peerAddressOf(int fd);
 
 // A listening TCP socket (non-blocking) on `addr`. Port 0 lets the kernel choose; the actual
-// address is read back with getsockname and returned in *bound. A fixed port sets SO_REUSEADDR
-// so a restarted job can reuse it at once. bufferBytes goes to setSocketBuffers (inherited by
+// address is read back with getsockname and returned in *bound. SO_REUSEADDR is set so a
+// restarted job can reuse a fixed port at once. bufferBytes goes to setSocketBuffers (inherited by
 // accepted sockets).
 Result<UniqueFd> listenOn(const SocketAddress& addr, SocketAddress* bound, int backlog = 128,
                           int bufferBytes = 0);
