@@ -28,6 +28,11 @@ const std::vector<ParamInfo>& registry() {
       {"OBCCL_SOCKET_IFNAME", ParamType::kString, "",
        "Network interfaces to use: prefix list, =exact, ^exclude (NCCL's grammar). Empty: the "
        "first non-loopback interface that is up, else loopback."},
+      {"OBCCL_BOOTSTRAP_HANDSHAKE_MS", ParamType::kInt, "2000",
+       "A connection to a bootstrap root or tcp listener that stalls this long before it has "
+       "authenticated is dropped (strangers cannot hold a listener)."},
+      {"OBCCL_SOCKET_BUFFER_BYTES", ParamType::kInt, "0",
+       "SO_SNDBUF/SO_RCVBUF for tcp transport sockets; 0 keeps the kernel's autotuning."},
       {"OBCCL_SOCKET_FAMILY", ParamType::kString, "",
        "Restrict interface addresses to AF_INET or AF_INET6."},
       {"OBCCL_ALLREDUCE_SMALL_BYTES", ParamType::kInt, "65536",
