@@ -234,13 +234,10 @@ Status ShmConnection::checkPeer(bool hungUp) {
   bool moved = advanceSends();
   moved |= advanceRecvs();
   if (!failed_.isOk() || moved) return failed_;
-  std::string pending = std::to_string(sends_.size()) + " send(s) and " +
-                        std::to_string(recvs_.size()) + " receive(s) pending";
-  if (closed)
-    return fail(remoteError(describe_ + ": rank " + std::to_string(peerRank_) +
-                            " closed the connection with " + pending));
-  return fail(remoteError(describe_ + ": rank " + std::to_string(peerRank_) + " (pid " +
-                          std::to_string(peerPid_) + ") died or was killed with " + pending));
+  std::string pending = " (" + std::to_string(sends_.size()) + " send(s) and " +
+                        std::to_string(recvs_.size()) + " receive(s) pending)";
+  if (closed) return fail(remoteError(describe_ + ": the peer closed the connection" + pending));
+  return fail(remoteError(describe_ + ": the peer process died or was killed" + pending));
 }
 
 Status ShmConnection::fail(Status status) {
