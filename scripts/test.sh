@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install what is missing (scripts/setup.sh), build
+# (scripts/build.sh), run every CTest test (unit, multi-rank, multi-process, C API, install;
+# label gpu only where a GPU is present), then the Python package's tests in .venv.
+# Exits non-zero when anything failed; the last line is "tests: N passed, N failed, N skipped".
+#   OBCCL_BUILD_DIR     build folder (default build)
+#   OBCCL_TEST_JOBS     tests run in parallel (default 2)
+#   OBCCL_TEST_TIMEOUT  seconds per CTest test without its own limit (default 300)
+#   OBCCL_SKIP_PYTHON=1 skip the Python tests (they install torch from PyPI the first time)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${OBCCL_BUILD_DIR:-build}
+JOBS=${OBCCL_TEST_JOBS:-2}
+TIMEOUT=${OBCCL_TEST_TIMEOUT:-300}
+LOG_DIR="$BUILD_DIR/test-logs"
+
+passed=0 failed=0 skipped=0 stage_failures=()
+
+stage() { echo; echo "== $*"; }
+
+run_setup_and_build() {
+  stage "setup"
+  bash scripts/setup.sh || { stage_failures+=(setup); return 1; }
+  stage "build"
+  bash scripts/build.sh || { stage_failures+=(build); return 1; }
+}
+
+have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+
+run_ctest() {
+  local args=(--test-dir "$BUILD_DIR" --output-on-failure --timeout "$TIMEOUT" -j "$JOBS")
+  if have_gpu; then
+    stage "ctest (GPU present: label gpu included)"
+  else
+    stage "ctest (no GPU: label gpu excluded)"
+    args+=(-LE gpu)
+  fi
+  local log="$LOG_DIR/ctest.log"
+  ctest "${args[@]}" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  # "97% tests passed, 1 tests failed out of 40"; skipped tests are listed as "(Skipped)".
+  local summary total fail skip
+  summary=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+  if [[ -n $summary ]]; then
+    total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$summary")
+    fail=$(sed -E 's/.* ([0-9]+) tests? failed.*/\1/' <<<"$summary")
+    skip=$(grep -cE '\(Skipped\)$' "$log" || true)
+    passed=$((passed + total - fail - skip))
+    failed=$((failed + fail))
+    skipped=$((skipped + skip))
+  elif ! grep -q 'No tests were found' "$log"; then
+    stage_failures+=(ctest)
+  fi
+  if [[ $rc -ne 0 && -z $summary ]]; then stage_failures+=(ctest); fi
+}
+
+run_python() {
+  [[ -f python/requirements-test.txt && ${OBCCL_SKIP_PYTHON:-0} != 1 ]] || return 0
+  local lib="$BUILD_DIR/src/api/libobccl.so"
+  if [[ ! -e $lib ]]; then
+    stage "python tests skipped: $lib is not built"
+    return 0
+  fi
+  stage "python tests (.venv)"
+  if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv || { stage_failures+=(python-venv); return 1; }
+  fi
+  .venv/bin/pip install -q --disable-pip-version-check -r python/requirements-test.txt ||
+    { stage_failures+=(python-install); return 1; }
+  local log="$LOG_DIR/pytest.log"
+  OBCCL_LIBRARY="$PWD/$lib" PYTHONPATH="$PWD/python" timeout 1500 \
+    .venv/bin/python -m pytest -q -p no:cacheprovider python/tests 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local line
+  line=$(grep -E '[0-9]+ (passed|failed|skipped|errors?)' "$log" | tail -1)
+  count() { grep -oE "[0-9]+ $1" <<<"$line" | head -1 | grep -oE '[0-9]+' || echo 0; }
+  passed=$((passed + $(count passed)))
+  failed=$((failed + $(count failed) + $(count 'errors?')))
+  skipped=$((skipped + $(count skipped)))
+  # 5: no tests collected, which is not a failure of the suite.
+  if [[ $rc -ne 0 && $rc -ne 5 && -z $line ]]; then stage_failures+=(pytest); fi
+  if [[ $rc -ne 0 && $rc -ne 5 && -n $line && $(count failed) -eq 0 ]]; then
+    stage_failures+=(pytest)
+  fi
+}
+
+mkdir -p "$LOG_DIR" 2>/dev/null || true
+if run_setup_and_build; then
+  mkdir -p "$LOG_DIR"
+  run_ctest
+  run_python
+fi
+
+echo
+if [[ ${#stage_failures[@]} -gt 0 ]]; then
+  echo "test.sh: failed stages: ${stage_failures[*]}"
+fi
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+[[ $failed -eq 0 && ${#stage_failures[@]} -eq 0 ]]
