@@ -2,9 +2,12 @@
 // processes: locate them in the build tree, run one with a deadline, capture its output.
 #pragma once
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,7 +62,8 @@ class Process {
     if (fd_ >= 0) ::close(fd_);
   }
 
-  // Starts argv with extra "NAME=value" settings added to this process's environment.
+  // Starts argv with this process's environment changed by `env`: "NAME=value" sets, "-NAME"
+  // removes.
   bool start(const std::vector<std::string>& argv, const std::vector<std::string>& env = {}) {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return false;
@@ -69,7 +73,12 @@ class Process {
     if (pid_ == 0) {
       ::dup2(p[1], 1);
       ::dup2(p[1], 2);
-      for (const auto& kv : env) ::putenv(const_cast<char*>(kv.c_str()));
+      for (const auto& kv : env) {
+        if (!kv.empty() && kv[0] == '-')
+          ::unsetenv(kv.c_str() + 1);
+        else
+          ::putenv(const_cast<char*>(kv.c_str()));
+      }
       std::vector<char*> args;
       for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
       args.push_back(nullptr);
@@ -137,6 +146,21 @@ inline ProcessResult runProcess(const std::vector<std::string>& argv, double sec
   Process p;
   if (!p.start(argv, env)) return ProcessResult{};
   return p.wait(seconds);
+}
+
+// A TCP port on 127.0.0.1 that is free at the moment (the kernel's choice for port 0).
+inline int freeLoopbackPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  int port = 0;
+  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  if (fd >= 0) ::close(fd);
+  return port;
 }
 
 // Waits until `path` exists, polling, for at most `seconds`.
