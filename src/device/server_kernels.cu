@@ -1,0 +1,235 @@
+// Server side of the compressed allreduce (DESIGN.md section 4) and the final decode, on packed
+// bits as they arrive from the all-to-all and the allgather.
+//
+// z_k = (sum over ranks i, in rank order, of a_i * sigma_{i,k}, accumulated in fp32) * (1.0f/n)
+// + s_k. Each a_i * sigma is +-a_i exactly, so the only roundings are the additions, the product
+// with the fp32 reciprocal and the final addition, one IEEE rounding each, as in the CPU codec.
+#include <string>
+
+#include "device/kernel_common.cuh"
+
+namespace obccl::device {
+namespace detail {
+namespace {
+
+// RankPacked with its strides resolved and 1.0f / nranks precomputed on the host.
+struct KRanks {
+  const uint8_t* bits;
+  size_t bitsStride;
+  const char* scales;
+  size_t scalesStride;
+  int nranks;
+  float invn;
+};
+
+__device__ __forceinline__ float rankScale(const KRanks& in, int r, size_t block) {
+  return __ldg(reinterpret_cast<const float*>(in.scales + r * in.scalesStride) + block);
+}
+
+// The nibble of element quad [i, i+4) in a packed chunk (bit 7-j of byte k is element 8k+j).
+__device__ __forceinline__ unsigned quadNibble(const uint8_t* chunk, size_t i) {
+  unsigned byte = __ldg(chunk + i / 8);
+  return (i & 4) ? (byte & 0xfu) : (byte >> 4);
+}
+
+template <bool kVec>
+__device__ __forceinline__ void serverZ(const KRanks& in, const float* s, size_t i, size_t block,
+                                        float z[4]) {
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int r = 0; r < in.nranks; ++r) {
+    unsigned nib = quadNibble(in.bits + r * in.bitsStride, i);
+    float a = rankScale(in, r, block);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[j] = __fadd_rn(acc[j], ((nib >> (3 - j)) & 1u) ? a : -a);
+  }
+  float sv[4];
+  loadF32Quad<kVec>(s, i, sv);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) z[j] = __fadd_rn(__fmul_rn(acc[j], in.invn), sv[j]);
+}
+
+template <bool kVec>
+__global__ void __launch_bounds__(kThreads)
+    serverNormKernel(KRanks in, const float* __restrict__ s, KLayout l,
+                     double* __restrict__ partials, int* nonFinite) {
+  if (nonFinite != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *nonFinite = 0;
+  const int lane = threadIdx.x % kWarpSize;
+  for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
+    const Tile tile = tileAt(l, t);
+    double acc = 0.0;
+#pragma unroll 4
+    for (int sp = 0; sp < kTileSpans; ++sp) {
+      size_t i = tile.start + sp * kSpanElems + lane * 4;
+      if (i < tile.end) {
+        float z[4];
+        serverZ<kVec>(in, s, i, tile.block, z);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc = __dadd_rn(acc, __dmul_rn(z[j], z[j]));
+      }
+    }
+    acc = warpSum(acc);
+    if (lane == 0) partials[t] = acc;
+  }
+}
+
+// s and sOut may be the same buffer: each element is read and then written by one lane.
+template <bool kVec, bool kBits, bool kS>
+__global__ void __launch_bounds__(kThreads)
+    serverEncodeKernel(KRanks in, const float* s, KLayout l, const float* __restrict__ scales,
+                       uint8_t* __restrict__ bits, float* sOut) {
+  const int lane = threadIdx.x % kWarpSize;
+  for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
+    const Tile tile = tileAt(l, t);
+    const float b = scales[tile.scale];
+#pragma unroll 4
+    for (int sp = 0; sp < kTileSpans; ++sp) {
+      size_t i = tile.start + sp * kSpanElems + lane * 4;
+      bool active = i < tile.end;
+      float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (active) {
+        serverZ<kVec>(in, s, i, tile.block, z);
+        if (kS) {
+          float ns[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) ns[j] = __fsub_rn(z[j], z[j] < 0.0f ? -b : b);
+          storeF32Quad<kVec>(sOut, i, ns);
+        }
+      }
+      if (kBits) storeSignByte(bits, i, active, signNibble(z));
+    }
+  }
+}
+
+template <bool kVec>
+Status launchServerEncode(unsigned grid, cudaStream_t st, const KRanks& k, const float* s,
+                          const KLayout& l, const float* scales, uint8_t* bits, float* sOut) {
+  if (bits && sOut) {
+    serverEncodeKernel<kVec, true, true><<<grid, kThreads, 0, st>>>(k, s, l, scales, bits, sOut);
+  } else if (bits) {
+    serverEncodeKernel<kVec, true, false><<<grid, kThreads, 0, st>>>(k, s, l, scales, bits, sOut);
+  } else {
+    serverEncodeKernel<kVec, false, true><<<grid, kThreads, 0, st>>>(k, s, l, scales, bits, sOut);
+  }
+  return launchStatus("serverEncodeKernel");
+}
+
+template <class T, bool kVec>
+__global__ void __launch_bounds__(kThreads)
+    decodeKernel(KRanks in, KLayout l, size_t n, typename T::Storage* __restrict__ y) {
+  const int lane = threadIdx.x % kWarpSize;
+  for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
+    const Tile tile = tileAt(l, t);
+    if (tile.start >= n) continue;
+    const float b = rankScale(in, static_cast<int>(tile.chunk), tile.block);
+    const uint8_t* chunkBits = in.bits + tile.chunk * in.bitsStride;
+    const size_t chunkStart = tile.chunk * l.chunkLen;
+    const size_t end = tile.end < n ? tile.end : n;
+#pragma unroll 4
+    for (int sp = 0; sp < kTileSpans; ++sp) {
+      size_t i = tile.start + sp * kSpanElems + lane * 4;
+      if (i < end) {
+        unsigned nib = quadNibble(chunkBits, i - chunkStart);
+        float v[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) v[j] = ((nib >> (3 - j)) & 1u) ? b : -b;
+        storeQuad<T, kVec>(y, i, n, v);
+      }
+    }
+  }
+}
+
+Result<KRanks> resolveRanks(const char* what, const RankPacked& in, const ScaleLayout& layout) {
+  if (in.nranks <= 0 || in.bits == nullptr || in.scales == nullptr) {
+    return invalidArgument(std::string(what) + ": " + std::to_string(in.nranks) +
+                           " ranks (or null bits/scales)");
+  }
+  KRanks k{};
+  k.bits = in.bits;
+  k.bitsStride = in.bitsStrideBytes != 0 ? in.bitsStrideBytes : layout.chunkLen / 8;
+  k.scales = reinterpret_cast<const char*>(in.scales);
+  k.scalesStride =
+      in.scalesStrideBytes != 0 ? in.scalesStrideBytes : layout.blocksPerChunk() * sizeof(float);
+  if (k.scalesStride % sizeof(float) != 0 || !aligned(in.scales, sizeof(float))) {
+    return invalidArgument(std::string(what) + ": scales stride " + std::to_string(k.scalesStride) +
+                           " or address not fp32-aligned");
+  }
+  k.nranks = in.nranks;
+  k.invn = 1.0f / static_cast<float>(in.nranks);
+  return k;
+}
+
+}  // namespace
+}  // namespace detail
+
+Status serverNorm(const RankPacked& in, const float* s, const ScaleLayout& layout, void* scratch,
+                  size_t scratchBytes, const NormOutputs& out, void* stream) {
+  using namespace detail;
+  OBCCL_TRY(checkNormArgs("serverNorm", layout, scratch, scratchBytes, out));
+  if (layout.count == 0) return Status::ok();
+  if (s == nullptr || layout.chunks() != 1) {
+    return invalidArgument("serverNorm: null server error, or a layout of " +
+                           std::to_string(layout.chunks()) + " chunks (want ScaleLayout::server)");
+  }
+  OBCCL_ASSIGN_OR_RETURN(KRanks k, resolveRanks("serverNorm", in, layout));
+  const KLayout l = makeKLayout(layout);
+  double* partials = static_cast<double*>(scratch);
+  OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
+  if (aligned(s, 16)) {
+    serverNormKernel<true>
+        <<<grid, kThreads, 0, asStream(stream)>>>(k, s, l, partials, out.nonFinite);
+  } else {
+    serverNormKernel<false>
+        <<<grid, kThreads, 0, asStream(stream)>>>(k, s, l, partials, out.nonFinite);
+  }
+  OBCCL_TRY(launchStatus("serverNormKernel"));
+  return launchFinalize(partials, l, out, asStream(stream));
+}
+
+Status serverEncode(const RankPacked& in, const float* s, const ScaleLayout& layout,
+                    const float* scales, uint8_t* bits, float* sOut, void* stream) {
+  using namespace detail;
+  OBCCL_TRY(layout.validate());
+  if (layout.count == 0 || (bits == nullptr && sOut == nullptr)) return Status::ok();
+  if (s == nullptr || scales == nullptr || layout.chunks() != 1 ||
+      layout.blockLen > layout.chunkLen) {
+    return invalidArgument("serverEncode: null s/scales, or not a ScaleLayout::server layout");
+  }
+  OBCCL_ASSIGN_OR_RETURN(KRanks k, resolveRanks("serverEncode", in, layout));
+  const KLayout l = makeKLayout(layout);
+  OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
+  if (aligned(s, 16) && aligned(sOut, 16)) {
+    return launchServerEncode<true>(grid, asStream(stream), k, s, l, scales, bits, sOut);
+  }
+  return launchServerEncode<false>(grid, asStream(stream), k, s, l, scales, bits, sOut);
+}
+
+Status decode(const RankPacked& in, const ScaleLayout& layout, size_t n, void* y,
+              obcclDataType_t type, void* stream) {
+  using namespace detail;
+  OBCCL_TRY(layout.validate());
+  if (layout.count == 0 || n == 0) return Status::ok();
+  if (n > layout.count || y == nullptr || layout.blockLen > layout.chunkLen) {
+    return invalidArgument("decode: " + std::to_string(n) + " elements from a padded count of " +
+                           std::to_string(layout.count) + " (or a null y)");
+  }
+  if (static_cast<size_t>(in.nranks) != layout.chunks()) {
+    return invalidArgument("decode: " + std::to_string(in.nranks) + " ranks for " +
+                           std::to_string(layout.chunks()) + " chunks");
+  }
+  OBCCL_ASSIGN_OR_RETURN(KRanks k, resolveRanks("decode", in, layout));
+  const KLayout l = makeKLayout(layout);
+  return dispatchType(type, "decode", [&](auto tag) -> Status {
+    using T = decltype(tag);
+    using S = typename T::Storage;
+    OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
+    S* ys = static_cast<S*>(y);
+    if (aligned(y, 4 * sizeof(S))) {
+      decodeKernel<T, true><<<grid, kThreads, 0, asStream(stream)>>>(k, l, n, ys);
+    } else {
+      decodeKernel<T, false><<<grid, kThreads, 0, asStream(stream)>>>(k, l, n, ys);
+    }
+    return launchStatus("decodeKernel");
+  });
+}
+
+}  // namespace obccl::device

@@ -1,0 +1,244 @@
+// Worker side of the compressed allreduce (DESIGN.md section 4) on the GPU, and the fixed-order
+// reduction that turns per-tile partial sums of squares into scales.
+//
+// Pass 1 (encode) reads x and e, writes one double per tile and optionally the packed signs; the
+// finalize kernel combines each scale's tiles in a fixed tree, so the sums depend neither on
+// timing nor on the grid size. Pass 2 (update) reads x and e again (cheaper than storing u) and
+// writes the new error. Every float operation is one IEEE rounding (__fadd_rn etc., and
+// -fmad=false), as in the CPU codec.
+#include <string>
+
+#include "device/kernel_common.cuh"
+
+namespace obccl::device {
+namespace detail {
+namespace {
+
+constexpr int kFinalizeThreads = 1024;
+// Scales with at most this many tiles are finalized by one warp instead of one block.
+constexpr size_t kWarpFinalizeTiles = 64;
+
+// u = x + e for the valid elements of the quad, u = e for the padding.
+template <class T, bool kVec>
+__device__ __forceinline__ void workerU(const typename T::Storage* __restrict__ x, size_t n,
+                                        const float* __restrict__ e, size_t i, float u[4]) {
+  float xv[4];
+  float ev[4];
+  int valid = loadQuad<T, kVec>(x, i, n, xv);
+  loadF32Quad<kVec>(e, i, ev);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) u[j] = j < valid ? __fadd_rn(xv[j], ev[j]) : ev[j];
+}
+
+// Pass 1: per-tile partial sums of u^2 and, when kBits, the packed signs of u.
+template <class T, bool kVec, bool kBits>
+__global__ void __launch_bounds__(kThreads)
+    workerEncodeKernel(const typename T::Storage* __restrict__ x, size_t n,
+                       const float* __restrict__ e, KLayout l, double* __restrict__ partials,
+                       int* nonFinite, uint8_t* __restrict__ bits) {
+  // The finalize kernel that follows on the stream ORs into the flag.
+  if (nonFinite != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *nonFinite = 0;
+  const int lane = threadIdx.x % kWarpSize;
+  for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
+    const Tile tile = tileAt(l, t);
+    double acc = 0.0;
+#pragma unroll 4
+    for (int s = 0; s < kTileSpans; ++s) {
+      size_t i = tile.start + s * kSpanElems + lane * 4;
+      bool active = i < tile.end;
+      float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (active) {
+        workerU<T, kVec>(x, n, e, i, u);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc = __dadd_rn(acc, __dmul_rn(u[j], u[j]));
+      }
+      if (kBits) storeSignByte(bits, i, active, signNibble(u));
+    }
+    acc = warpSum(acc);
+    if (lane == 0) partials[t] = acc;
+  }
+}
+
+// Pass 2: e = u - a*sigma(u) in place and, when kBits, the packed signs of u.
+template <class T, bool kVec, bool kBits>
+__global__ void __launch_bounds__(kThreads)
+    workerUpdateKernel(const typename T::Storage* __restrict__ x, size_t n, float* __restrict__ e,
+                       KLayout l, const float* __restrict__ scales, uint8_t* __restrict__ bits) {
+  const int lane = threadIdx.x % kWarpSize;
+  for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
+    const Tile tile = tileAt(l, t);
+    const float a = scales[tile.scale];
+#pragma unroll 4
+    for (int s = 0; s < kTileSpans; ++s) {
+      size_t i = tile.start + s * kSpanElems + lane * 4;
+      bool active = i < tile.end;
+      float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (active) {
+        workerU<T, kVec>(x, n, e, i, u);
+        float ne[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) ne[j] = __fsub_rn(u[j], u[j] < 0.0f ? -a : a);
+        storeF32Quad<kVec>(e, i, ne);
+      }
+      if (kBits) storeSignByte(bits, i, active, signNibble(u));
+    }
+  }
+}
+
+__device__ __forceinline__ void writeScale(const KLayout& l, size_t sc, double sum,
+                                           const NormOutputs& out) {
+  if (out.sumSquares != nullptr) out.sumSquares[sc] = sum;
+  double len = static_cast<double>(scaleLenAt(l, sc));
+  out.scales[sc] = __double2float_rn(__dsqrt_rn(__ddiv_rn(sum, len)));
+  if (out.nonFinite != nullptr && !isfinite(sum)) atomicExch(out.nonFinite, 1);
+}
+
+// One warp per scale: lanes sum tiles lane, lane+32, ... in order, then a fixed tree.
+__global__ void __launch_bounds__(kThreads)
+    finalizeWarpKernel(const double* __restrict__ partials, KLayout l, NormOutputs out) {
+  const int lane = threadIdx.x % kWarpSize;
+  for (size_t sc = globalWarp(); sc < l.numScales; sc += warpCount()) {
+    const double* p = partials + sc * l.tilesPerScale;
+    double acc = 0.0;
+    for (size_t k = lane; k < l.tilesPerScale; k += kWarpSize) acc = __dadd_rn(acc, p[k]);
+    acc = warpSum(acc);
+    if (lane == 0) writeScale(l, sc, acc, out);
+  }
+}
+
+// One block per scale, for scales with many tiles (the paper's single scale over the buffer).
+__global__ void __launch_bounds__(kFinalizeThreads)
+    finalizeBlockKernel(const double* __restrict__ partials, KLayout l, NormOutputs out) {
+  __shared__ double warpSums[kFinalizeThreads / kWarpSize];
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  for (size_t sc = blockIdx.x; sc < l.numScales; sc += gridDim.x) {
+    const double* p = partials + sc * l.tilesPerScale;
+    double acc = 0.0;
+#pragma unroll 8
+    for (size_t k = threadIdx.x; k < l.tilesPerScale; k += kFinalizeThreads) {
+      acc = __dadd_rn(acc, p[k]);
+    }
+    acc = warpSum(acc);
+    if (lane == 0) warpSums[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+      acc = warpSums[lane];  // kFinalizeThreads / kWarpSize == kWarpSize
+      acc = warpSum(acc);
+      if (lane == 0) writeScale(l, sc, acc, out);
+    }
+    __syncthreads();
+  }
+}
+
+static_assert(kFinalizeThreads / kWarpSize == kWarpSize, "finalize tree expects 32 warps");
+
+}  // namespace
+
+Status launchFinalize(const double* partials, const KLayout& l, const NormOutputs& out,
+                      cudaStream_t stream) {
+  if (l.tilesPerScale <= kWarpFinalizeTiles) {
+    OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numScales, kWarpsPerBlock));
+    finalizeWarpKernel<<<grid, kThreads, 0, stream>>>(partials, l, out);
+    return launchStatus("finalizeWarpKernel");
+  }
+  OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numScales, 1));
+  finalizeBlockKernel<<<grid, kFinalizeThreads, 0, stream>>>(partials, l, out);
+  return launchStatus("finalizeBlockKernel");
+}
+
+Status checkNormArgs(const char* what, const ScaleLayout& layout, const void* scratch,
+                     size_t scratchBytes, const NormOutputs& out) {
+  OBCCL_TRY(layout.validate());
+  if (layout.count == 0) return Status::ok();
+  if (layout.blockLen > layout.chunkLen) {
+    return invalidArgument(std::string(what) + ": blockLen " + std::to_string(layout.blockLen) +
+                           " exceeds chunkLen " + std::to_string(layout.chunkLen));
+  }
+  size_t need = normScratchBytes(layout);
+  if (scratch == nullptr || scratchBytes < need) {
+    return invalidArgument(std::string(what) + ": scratch of " + std::to_string(scratchBytes) +
+                           " bytes, need " + std::to_string(need));
+  }
+  if (out.scales == nullptr) return invalidArgument(std::string(what) + ": scales is null");
+  return Status::ok();
+}
+
+}  // namespace detail
+
+size_t normScratchBytes(const ScaleLayout& layout) {
+  detail::KLayout k = detail::makeKLayout(layout);
+  return (k.numTiles > 0 ? k.numTiles : 1) * sizeof(double);
+}
+
+Status workerEncode(const void* x, obcclDataType_t type, size_t n, const float* e,
+                    const ScaleLayout& layout, void* scratch, size_t scratchBytes,
+                    const NormOutputs& out, uint8_t* bits, void* stream) {
+  using namespace detail;
+  OBCCL_TRY(checkNormArgs("workerEncode", layout, scratch, scratchBytes, out));
+  if (layout.count == 0) return Status::ok();
+  if (n > layout.count || e == nullptr || (n > 0 && x == nullptr)) {
+    return invalidArgument("workerEncode: " + std::to_string(n) +
+                           " elements into a padded count of " + std::to_string(layout.count) +
+                           " (or a null x/e)");
+  }
+  const KLayout l = makeKLayout(layout);
+  double* partials = static_cast<double*>(scratch);
+  return dispatchType(type, "workerEncode", [&](auto tag) -> Status {
+    using T = decltype(tag);
+    using S = typename T::Storage;
+    OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
+    const S* xs = static_cast<const S*>(x);
+    cudaStream_t st = asStream(stream);
+    const bool vec = aligned(x, 4 * sizeof(S)) && aligned(e, 16);
+    if (vec && bits) {
+      workerEncodeKernel<T, true, true>
+          <<<grid, kThreads, 0, st>>>(xs, n, e, l, partials, out.nonFinite, bits);
+    } else if (vec) {
+      workerEncodeKernel<T, true, false>
+          <<<grid, kThreads, 0, st>>>(xs, n, e, l, partials, out.nonFinite, bits);
+    } else if (bits) {
+      workerEncodeKernel<T, false, true>
+          <<<grid, kThreads, 0, st>>>(xs, n, e, l, partials, out.nonFinite, bits);
+    } else {
+      workerEncodeKernel<T, false, false>
+          <<<grid, kThreads, 0, st>>>(xs, n, e, l, partials, out.nonFinite, bits);
+    }
+    OBCCL_TRY(launchStatus("workerEncodeKernel"));
+    return launchFinalize(partials, l, out, st);
+  });
+}
+
+Status workerUpdate(const void* x, obcclDataType_t type, size_t n, float* e,
+                    const ScaleLayout& layout, const float* scales, uint8_t* bits, void* stream) {
+  using namespace detail;
+  OBCCL_TRY(layout.validate());
+  if (layout.count == 0) return Status::ok();
+  if (n > layout.count || e == nullptr || scales == nullptr || (n > 0 && x == nullptr) ||
+      layout.blockLen > layout.chunkLen) {
+    return invalidArgument("workerUpdate: " + std::to_string(n) +
+                           " elements into a padded count of " + std::to_string(layout.count) +
+                           " (or a null buffer, or blockLen > chunkLen)");
+  }
+  const KLayout l = makeKLayout(layout);
+  return dispatchType(type, "workerUpdate", [&](auto tag) -> Status {
+    using T = decltype(tag);
+    using S = typename T::Storage;
+    OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
+    const S* xs = static_cast<const S*>(x);
+    cudaStream_t st = asStream(stream);
+    const bool vec = aligned(x, 4 * sizeof(S)) && aligned(e, 16);
+    if (vec && bits) {
+      workerUpdateKernel<T, true, true><<<grid, kThreads, 0, st>>>(xs, n, e, l, scales, bits);
+    } else if (vec) {
+      workerUpdateKernel<T, true, false><<<grid, kThreads, 0, st>>>(xs, n, e, l, scales, bits);
+    } else if (bits) {
+      workerUpdateKernel<T, false, true><<<grid, kThreads, 0, st>>>(xs, n, e, l, scales, bits);
+    } else {
+      workerUpdateKernel<T, false, false><<<grid, kThreads, 0, st>>>(xs, n, e, l, scales, bits);
+    }
+    return launchStatus("workerUpdateKernel");
+  });
+}
+
+}  // namespace obccl::device
