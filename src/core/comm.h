@@ -50,8 +50,9 @@ class Waiter;
 struct Transfer {
   int peer = -1;
   bool isRecv = false;
-  size_t bytes = 0;   // payload bytes sent, or exactly expected on receive
-  uint32_t step = 0;  // algorithm step, for diagnostics
+  size_t bytes = 0;            // payload bytes sent, or exactly expected on receive
+  const void* data = nullptr;  // the payload (send) or the destination (receive)
+  uint32_t step = 0;           // algorithm step, for diagnostics
   transport::Request req;
 };
 
@@ -181,7 +182,8 @@ class Comm {
 
  private:
   Comm(int rank, int nranks, Config config);
-  Status selectTransports(const bootstrap::UniqueIdData& id, const std::vector<std::string>& hosts);
+  Status selectTransports(const bootstrap::UniqueIdData& id, const Deadline& deadline);
+  void abortBootstrap();  // with bootstrapMu_ held
   Status beginOp(const OpDesc& desc);
   void endOp(bool ok);
   void refreshStats();
@@ -192,6 +194,8 @@ class Comm {
   const int nranks_;
   const Config config_;
   uint64_t commId_ = 0;
+  // Transports outlive their connections (members are destroyed in reverse order).
+  std::vector<std::unique_ptr<transport::Transport>> transports_;
   std::vector<std::unique_ptr<transport::Connection>> connections_;
   std::vector<std::string> transportOf_;
   topo::HostMap hostMap_;
@@ -199,7 +203,8 @@ class Comm {
   std::unique_ptr<Waiter> waiter_;
 
   std::mutex bootstrapMu_;  // guards bootstrap_ against abort() from another thread
-  std::unique_ptr<bootstrap::Bootstrap> bootstrap_;
+  // shared_ptr: destructible where Bootstrap is incomplete (the layer may be absent).
+  std::shared_ptr<bootstrap::Bootstrap> bootstrap_;
 
   // The current operation.
   int opDepth_ = 0;
