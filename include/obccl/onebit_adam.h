@@ -46,6 +46,10 @@ OBCCL_API obcclResult_t obcclOnebitAdamSaveState(obcclOnebitAdam_t opt, void* bu
 OBCCL_API obcclResult_t obcclOnebitAdamLoadState(obcclOnebitAdam_t opt, const void* buf,
                                                  size_t bytes);
 OBCCL_API obcclResult_t obcclOnebitAdamDestroy(obcclOnebitAdam_t opt);
+/* Zeroes this rank's worker and server error-feedback buffers. Calling it on every rank before
+   every step gives compressed momentum without error feedback (an ablation); nothing else
+   changes. */
+OBCCL_API obcclResult_t obcclOnebitAdamResetErrorFeedback(obcclOnebitAdam_t opt);
 
 #ifdef __cplusplus
 }
