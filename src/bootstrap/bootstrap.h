@@ -2,18 +2,16 @@
 // allgather that communicators use to exchange transport addresses and topology.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "obccl/obccl.h"
-#include "util/status.h"
+#include "util/deadline.h"
 #include "util/socket.h"
-
-namespace obccl {
-class Deadline;
-}
+#include "util/status.h"
 
 namespace obccl::bootstrap {
 
@@ -30,13 +28,26 @@ struct UniqueIdData {
 obcclUniqueId encodeUniqueId(const UniqueIdData& data);
 Result<UniqueIdData> decodeUniqueId(const obcclUniqueId& id);
 
+// How a root service behaves; the defaults come from the parameter registry.
+struct RootServiceOptions {
+  int64_t joinTimeoutMs = -1;       // every rank must join within this; -1: OBCCL_TIMEOUT_MS
+  int64_t handshakeTimeoutMs = -1;  // a connection that stalls this long before joining is
+                                    // dropped; -1: OBCCL_BOOTSTRAP_HANDSHAKE_MS
+  int maxPendingHandshakes = 128;   // beyond this, the oldest unauthenticated one is dropped
+  std::string ifname;               // interface spec for createUniqueId; empty: the parameter
+};
+
 // Makes a fresh id: a random secret and comm id, and a root service listening on a port chosen
 // by the kernel on the selected interface (OBCCL_SOCKET_IFNAME). The root service runs in a
 // background thread of this process until every rank of the job has left or it times out.
 Result<UniqueIdData> createUniqueId();
+Result<UniqueIdData> createUniqueId(const RootServiceOptions& options);
 // Starts a root service listening at an address fixed in advance (obcclCommInitFromEnv on rank
 // 0 with OBCCL_ROOT / MASTER_ADDR:MASTER_PORT).
 Status startRootService(const UniqueIdData& data);
+Status startRootService(const UniqueIdData& data, const RootServiceOptions& options);
+// Number of root services still running in this process (tests check that they exit).
+int activeRootServices();
 
 // One rank's connection to the root service.
 class Bootstrap {
@@ -46,6 +57,10 @@ class Bootstrap {
   // every rank agrees on nranks and that no rank joins twice.
   static Result<std::unique_ptr<Bootstrap>> connect(const UniqueIdData& id, int rank, int nranks,
                                                     const Deadline& deadline);
+  // As above; setting *cancel (from any thread) makes a pending connect fail within ~100 ms.
+  static Result<std::unique_ptr<Bootstrap>> connect(const UniqueIdData& id, int rank, int nranks,
+                                                    const Deadline& deadline,
+                                                    const std::atomic<bool>* cancel);
   // Every rank contributes `mine` (any length, may differ per rank); all[i] is rank i's bytes.
   virtual Status allgather(const std::vector<uint8_t>& mine, std::vector<std::vector<uint8_t>>* all,
                            const Deadline& deadline) = 0;
