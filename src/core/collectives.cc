@@ -49,7 +49,7 @@ Status Comm::allReduce(const void* send, void* recv, size_t count, obcclDataType
   OBCCL_TRY(checkType("allreduce", dt));
   OBCCL_TRY(checkRedOp("allreduce", dt, op));
   OBCCL_TRY(checkBytes("allreduce", count, dt, 1));
-  if (count == 0) return Status::ok();
+  if (count == 0) return noOp();
   OBCCL_TRY(checkBuffers("allreduce", send, recv));
   const Group& g = group ? *group : world_;
   return runOp({OpKind::kAllReduce, count, dt, op, -1, false}, [&]() -> Status {
@@ -72,7 +72,7 @@ Status Comm::broadcast(const void* send, void* recv, size_t count, obcclDataType
   if (root < 0 || root >= g.size())
     return invalidArgument("broadcast: root " + std::to_string(root) + " is outside [0, " +
                            std::to_string(g.size()) + ")");
-  if (count == 0) return Status::ok();
+  if (count == 0) return noOp();
   if (recv == nullptr) return invalidArgument("broadcast: recvbuff is NULL");
   if (g.index == root && send == nullptr)
     return invalidArgument("broadcast: sendbuff is NULL on the root");
@@ -93,7 +93,7 @@ Status Comm::allGather(const void* send, void* recv, size_t sendCount, obcclData
   const Group& g = group ? *group : world_;
   OBCCL_TRY(checkType("allgather", dt));
   OBCCL_TRY(checkBytes("allgather", sendCount, dt, g.size()));
-  if (sendCount == 0) return Status::ok();
+  if (sendCount == 0) return noOp();
   OBCCL_TRY(checkBuffers("allgather", send, recv));
   return runOp({OpKind::kAllGather, sendCount, dt, obcclSum, -1, false}, [&]() -> Status {
     if (g.size() == 1) {
@@ -110,7 +110,7 @@ Status Comm::reduceScatter(const void* send, void* recv, size_t recvCount, obccl
   OBCCL_TRY(checkType("reducescatter", dt));
   OBCCL_TRY(checkRedOp("reducescatter", dt, op));
   OBCCL_TRY(checkBytes("reducescatter", recvCount, dt, g.size()));
-  if (recvCount == 0) return Status::ok();
+  if (recvCount == 0) return noOp();
   OBCCL_TRY(checkBuffers("reducescatter", send, recv));
   return runOp({OpKind::kReduceScatter, recvCount, dt, op, -1, false}, [&]() -> Status {
     if (g.size() == 1) {
@@ -126,7 +126,7 @@ Status Comm::allToAll(const void* send, void* recv, size_t count, obcclDataType_
   const Group& g = group ? *group : world_;
   OBCCL_TRY(checkType("alltoall", dt));
   OBCCL_TRY(checkBytes("alltoall", count, dt, g.size()));
-  if (count == 0) return Status::ok();
+  if (count == 0) return noOp();
   OBCCL_TRY(checkBuffers("alltoall", send, recv));
   return runOp({OpKind::kAllToAll, count, dt, obcclSum, -1, false}, [&]() -> Status {
     if (g.size() == 1) {
