@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "transports/tcp/tcp_transport.h"
@@ -245,9 +246,10 @@ TEST(TcpConnection, LoopbackTcpExchange) {
   EXPECT_TRUE(in == out);
 }
 
-// Throughput of one connection pair over loopback TCP, both ends in this thread (the ring in
-// core drives its connections the same way). Run with OBCCL_TCP_BENCH=1; sizes in MiB may be
-// given by OBCCL_TCP_BENCH_TOTAL_MIB and OBCCL_TCP_BENCH_FRAME_MIB.
+// Throughput of one connection pair over loopback TCP: both ends driven by this thread, or with
+// OBCCL_TCP_BENCH_THREADS=1 one thread per end. Run with OBCCL_TCP_BENCH=1; sizes in MiB from
+// OBCCL_TCP_BENCH_TOTAL_MIB and OBCCL_TCP_BENCH_FRAME_MIB, socket buffer bytes from
+// OBCCL_TCP_BENCH_SOCKBUF (0: kernel autotuning).
 TEST(TcpConnection, LoopbackThroughput) {
   if (std::getenv("OBCCL_TCP_BENCH") == nullptr) GTEST_SKIP() << "set OBCCL_TCP_BENCH=1 to run";
   auto envMiB = [](const char* name, size_t def) {
@@ -258,19 +260,49 @@ TEST(TcpConnection, LoopbackThroughput) {
   const size_t frame = envMiB("OBCCL_TCP_BENCH_FRAME_MIB", 64);
   const char* bufEnv = std::getenv("OBCCL_TCP_BENCH_SOCKBUF");
   int sockbuf = bufEnv ? std::atoi(bufEnv) : (4 << 20);
+  const bool threads = std::getenv("OBCCL_TCP_BENCH_THREADS") != nullptr;
   Pair p = loopbackPair(sockbuf);
   std::vector<uint8_t> out = pattern(frame, 5), in(frame);
+  // Waits for one request on one connection, as a rank does.
+  auto wait = [](Connection* c, Request* r) {
+    while (!r->done) {
+      Status s = c->progress();
+      if (!s.isOk()) return s;
+      if (r->done) break;
+      pollfd pf{c->pollFd(), c->pollEvents(), 0};
+      ::poll(&pf, 1, 100);
+    }
+    return r->status;
+  };
   auto start = std::chrono::steady_clock::now();
-  for (size_t sent = 0; sent < total; sent += frame) {
-    Request s, r;
-    ASSERT_TRUE(p.a->postSend(header(sent / frame, frame), out.data(), &s).isOk());
-    ASSERT_TRUE(p.b->postRecv(in.data(), in.size(), &r).isOk());
-    ASSERT_TRUE(drive(p.a.get(), p.b.get(), {&s, &r}, 60000).isOk());
+  if (threads) {
+    // One thread per end, like two ranks.
+    std::thread rx([&] {
+      for (size_t got = 0; got < total; got += frame) {
+        Request r;
+        ASSERT_TRUE(p.b->postRecv(in.data(), in.size(), &r).isOk());
+        ASSERT_TRUE(wait(p.b.get(), &r).isOk());
+      }
+    });
+    for (size_t sent = 0; sent < total; sent += frame) {
+      Request s;
+      ASSERT_TRUE(p.a->postSend(header(sent / frame, frame), out.data(), &s).isOk());
+      ASSERT_TRUE(wait(p.a.get(), &s).isOk());
+    }
+    rx.join();
+  } else {
+    for (size_t sent = 0; sent < total; sent += frame) {
+      Request s, r;
+      ASSERT_TRUE(p.a->postSend(header(sent / frame, frame), out.data(), &s).isOk());
+      ASSERT_TRUE(p.b->postRecv(in.data(), in.size(), &r).isOk());
+      ASSERT_TRUE(drive(p.a.get(), p.b.get(), {&s, &r}, 60000).isOk());
+    }
   }
   double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_TRUE(in == out);
-  std::printf("loopback tcp: %zu MiB in %zu MiB frames, sockbuf %d: %.3f s, %.2f GB/s\n",
-              total >> 20, frame >> 20, sockbuf, sec, total / sec / 1e9);
+  std::printf("loopback tcp (%s): %zu MiB in %zu MiB frames, sockbuf %d: %.3f s, %.2f GB/s\n",
+              threads ? "2 threads" : "1 thread", total >> 20, frame >> 20, sockbuf, sec,
+              total / sec / 1e9);
 }
 
 }  // namespace
