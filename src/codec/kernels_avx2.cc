@@ -72,7 +72,8 @@ inline __m256 workerUPartial(const void* x, size_t valid, const float* e, size_t
 
 // Calls f(i, u) for every group of 8 of a worker span.
 template <obcclDataType_t DT, typename F>
-inline void forWorkerGroups(const void* x, size_t valid, const float* e, size_t len, F&& f) {
+[[gnu::always_inline]] inline void forWorkerGroups(const void* x, size_t valid, const float* e,
+                                                   size_t len, F&& f) {
   size_t full = std::min(valid, len) & ~size_t{7};
   size_t i = 0;
   for (; i < full; i += 8) f(i, _mm256_add_ps(loadX8<DT>(x, i), _mm256_loadu_ps(e + i)));
@@ -100,7 +101,8 @@ void workerUpdateT(const void* x, size_t valid, float* e, size_t len, float a) {
 
 // Calls f(g, z) for every group of 8 of a server span, z in element order.
 template <typename F>
-inline void forServerGroups(const ServerSpan& in, size_t off, size_t len, size_t k, F&& f) {
+[[gnu::always_inline]] inline void forServerGroups(const ServerSpan& in, size_t off, size_t len,
+                                                   size_t k, F&& f) {
   const __m256 invN = _mm256_set1_ps(1.0f / static_cast<float>(in.nranks));
   const __m256i s0 = byteShifts(0), s1 = byteShifts(1), s2 = byteShifts(2), s3 = byteShifts(3);
   size_t g = 0;

@@ -31,10 +31,31 @@ inline __mmask16 prefixMask(size_t count) {
   return count >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << count) - 1);
 }
 
-inline uint32_t loadBytes(const uint8_t* p, size_t n) {
+// Little-endian load of the bytes that hold `lanes` (at most 32) packed signs; the common full
+// sizes are single loads, not memcpy calls.
+inline uint32_t loadSigns(const uint8_t* p, size_t lanes) {
+  if (lanes == 16) {
+    uint16_t w;
+    std::memcpy(&w, p, 2);
+    return w;
+  }
+  if (lanes == 32) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    return w;
+  }
   uint32_t w = 0;
-  std::memcpy(&w, p, n);
+  for (size_t b = 0; b < (lanes + 7) / 8; ++b) w |= static_cast<uint32_t>(p[b]) << (8 * b);
   return w;
+}
+
+// Stores the packed signs of a step of 16 or 8 lanes.
+inline void storeSigns(uint8_t* p, uint16_t m, size_t lanes) {
+  if (lanes == 16) {
+    std::memcpy(p, &m, 2);
+  } else {
+    p[0] = static_cast<uint8_t>(m);
+  }
 }
 
 // Squares into 8 double lanes; `lanes` says whether `v` holds 16 or only 8 elements.
@@ -63,7 +84,8 @@ inline __m512 loadX16(const void* x, size_t i, __mmask16 m) {
 // Calls f(i, u, lanes) for the worker span in steps of 16 (the last may be 8); lanes beyond the
 // step are zero, padding lanes hold e exactly.
 template <obcclDataType_t DT, typename F>
-inline void forWorkerSteps(const void* x, size_t valid, const float* e, size_t len, F&& f) {
+[[gnu::always_inline]] inline void forWorkerSteps(const void* x, size_t valid, const float* e,
+                                                  size_t len, F&& f) {
   size_t full = std::min(valid, len) & ~size_t{15};
   size_t i = 0;
   for (; i < full; i += 16)
@@ -83,8 +105,7 @@ void workerEncodeT(const void* x, size_t valid, const float* e, size_t len, uint
   __m512d norm = _mm512_loadu_pd(acc.lane);
   forWorkerSteps<DT>(x, valid, e, len, [&](size_t i, __m512 u, size_t lanes) {
     norm = addSquares(norm, u, lanes);
-    uint16_t m = positiveMask(reverse8s(u));
-    std::memcpy(bits + i / 8, &m, lanes / 8);
+    storeSigns(bits + i / 8, positiveMask(reverse8s(u)), lanes);
   });
   _mm512_storeu_pd(acc.lane, norm);
 }
@@ -105,7 +126,8 @@ void workerUpdateT(const void* x, size_t valid, float* e, size_t len, float a) {
 // Calls f(g, z, lanes) for the server span in steps of 16 (the last may be 8), z in reversed
 // order (see the top of the file).
 template <typename F>
-inline void forServerSteps(const ServerSpan& in, size_t off, size_t len, size_t k, F&& f) {
+[[gnu::always_inline]] inline void forServerSteps(const ServerSpan& in, size_t off, size_t len,
+                                                  size_t k, F&& f) {
   const __m512 invN = _mm512_set1_ps(1.0f / static_cast<float>(in.nranks));
   size_t g = 0;
   for (; g + 64 <= len; g += 64) {
@@ -129,7 +151,7 @@ inline void forServerSteps(const ServerSpan& in, size_t off, size_t len, size_t 
     size_t lanes = std::min<size_t>(16, len - g);
     __m512 a0 = _mm512_setzero_ps();
     for (size_t r = 0; r < in.nranks; ++r) {
-      auto m = static_cast<__mmask16>(loadBytes(in.bits[r] + (off + g) / 8, lanes / 8));
+      auto m = static_cast<__mmask16>(loadSigns(in.bits[r] + (off + g) / 8, lanes));
       __m512 pos = _mm512_set1_ps(in.scales[r][k]), neg = negate(pos);
       a0 = _mm512_add_ps(a0, _mm512_mask_blend_ps(m, neg, pos));
     }
@@ -145,7 +167,7 @@ void decodeT(const uint8_t* bits, size_t len, float b, void* y) {
     const __m512 pos = _mm512_set1_ps(b), neg = negate(pos);
     for (size_t i = 0; i < len; i += 16) {
       size_t lanes = std::min<size_t>(16, len - i);
-      auto m = static_cast<__mmask16>(loadBytes(bits + i / 8, (lanes + 7) / 8));
+      auto m = static_cast<__mmask16>(loadSigns(bits + i / 8, lanes));
       __m512 v = reverse8s(_mm512_mask_blend_ps(m, neg, pos));
       auto* dst = reinterpret_cast<float*>(out + 4 * i);
       if (lanes == 16) {
@@ -162,10 +184,13 @@ void decodeT(const uint8_t* bits, size_t len, float b, void* y) {
                          11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
     for (size_t i = 0; i < len; i += 32) {
       size_t lanes = std::min<size_t>(32, len - i);
-      __mmask32 m = loadBytes(bits + i / 8, (lanes + 7) / 8);
+      __mmask32 m = loadSigns(bits + i / 8, lanes);
       __m512i v = _mm512_permutexvar_epi16(index, _mm512_mask_blend_epi16(m, neg, pos));
-      __mmask32 keep = lanes == 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << lanes) - 1);
-      _mm512_mask_storeu_epi16(out + 2 * i, keep, v);
+      if (lanes == 32) {
+        _mm512_storeu_si512(out + 2 * i, v);
+      } else {
+        _mm512_mask_storeu_epi16(out + 2 * i, static_cast<__mmask32>((1u << lanes) - 1), v);
+      }
     }
   }
 }
@@ -187,20 +212,17 @@ struct Avx512Impl {
                          NormAccumulator& acc) {
     // z arrives reversed, so keep the lanes reversed too (lane p holds vector lane 7 - p).
     const __m512i rev = _mm512_setr_epi64(7, 6, 5, 4, 3, 2, 1, 0);
-    __m512d norm = _mm512_permutexvar_pd(rev, _mm512_loadu_pd(acc.lane));
+    __m512d norm = _mm512_maskz_permutexvar_pd(0xff, rev, _mm512_loadu_pd(acc.lane));
     forServerSteps(in, off, len, k,
                    [&](size_t, __m512 z, size_t lanes) { norm = addSquares(norm, z, lanes); });
-    _mm512_storeu_pd(acc.lane, _mm512_permutexvar_pd(rev, norm));
+    _mm512_storeu_pd(acc.lane, _mm512_maskz_permutexvar_pd(0xff, rev, norm));
   }
   static void serverEncode(const ServerSpan& in, size_t off, size_t len, size_t k, float b,
                            uint8_t* bits, float* sOut) {
     const __m512 pos = _mm512_set1_ps(b), neg = negate(pos);
     forServerSteps(in, off, len, k, [&](size_t g, __m512 z, size_t lanes) {
       __mmask16 m = positiveMask(z);
-      if (bits) {
-        uint16_t packed = m;
-        std::memcpy(bits + g / 8, &packed, lanes / 8);
-      }
+      if (bits) storeSigns(bits + g / 8, m, lanes);
       if (!sOut) return;
       __m512 s = reverse8s(_mm512_sub_ps(z, _mm512_mask_blend_ps(m, neg, pos)));
       if (lanes == 16) {

@@ -14,8 +14,8 @@ inline bool packedBit(const uint8_t* bits, size_t i) { return (bits[i >> 3] >> (
 inline float serverZ(const ServerSpan& in, size_t i, size_t k, float invN) {
   float acc = 0.0f;
   for (size_t r = 0; r < in.nranks; ++r) {
-    float a = in.scales[r][k];
-    acc += packedBit(in.bits[r], i) ? a : -a;
+    const float a = in.scales[r][k], plusMinus[2] = {-a, a};  // indexed: random signs, no branch
+    acc += plusMinus[packedBit(in.bits[r], i)];
   }
   return acc * invN + in.s[i];
 }
