@@ -170,23 +170,32 @@ TEST(TcpConnection, GarbageInsteadOfHeaderIsDetected) {
   EXPECT_EQ(conn->progress().code(), obcclRemoteError);
 }
 
-TEST(TcpConnection, OversizePayloadIsInvalidUsage) {
-  Pair p = socketPair();
-  std::vector<uint8_t> out = pattern(1000, 3), in(999);
-  Request s, r;
-  ASSERT_TRUE(p.a->postSend(header(0, out.size()), out.data(), &s).isOk());
-  ASSERT_TRUE(p.b->postRecv(in.data(), in.size(), &r).isOk());
-  Status st = drive(p.a.get(), p.b.get(), {&r}, 5000);
-  EXPECT_EQ(st.code(), obcclInvalidUsage);
-  EXPECT_TRUE(r.done);
-  EXPECT_EQ(r.status.code(), obcclInvalidUsage);
-  EXPECT_NE(r.status.message().find("1000"), std::string::npos) << r.status.message();
-  EXPECT_NE(r.status.message().find("999"), std::string::npos) << r.status.message();
-  EXPECT_NE(r.status.message().find("rank 0"), std::string::npos) << r.status.message();
-  // The connection is unusable afterwards.
-  Request r2;
-  EXPECT_FALSE(p.b->postRecv(in.data(), in.size(), &r2).isOk());
-  EXPECT_FALSE(p.b->progress().isOk());
+TEST(TcpConnection, OversizePayloadIsInvalidUsageAndSkipped) {
+  Pair p = socketPair(16 * 1024);
+  // Larger than the socket buffers, so the skipped payload arrives over several progress calls.
+  std::vector<uint8_t> big = pattern(1 << 20, 3), small = pattern(100, 4), in(999);
+  Request s1, s2, r1, r2;
+  ASSERT_TRUE(p.a->postSend(header(7, big.size()), big.data(), &s1).isOk());
+  ASSERT_TRUE(p.a->postSend(header(8, small.size()), small.data(), &s2).isOk());
+  ASSERT_TRUE(p.b->postRecv(in.data(), in.size(), &r1).isOk());
+  ASSERT_TRUE(p.b->postRecv(in.data(), in.size(), &r2).isOk());
+  Status st = drive(p.a.get(), p.b.get(), {&s1, &s2, &r1, &r2}, 5000);
+  EXPECT_TRUE(st.isOk()) << st.message();
+  ASSERT_TRUE(r1.done);
+  EXPECT_EQ(r1.status.code(), obcclInvalidUsage);
+  EXPECT_EQ(r1.header.seq, 7u);  // the caller can tell what the peer sent
+  EXPECT_EQ(r1.header.length, big.size());
+  EXPECT_NE(r1.status.message().find(std::to_string(big.size())), std::string::npos)
+      << r1.status.message();
+  EXPECT_NE(r1.status.message().find("999"), std::string::npos) << r1.status.message();
+  EXPECT_NE(r1.status.message().find("rank 0"), std::string::npos) << r1.status.message();
+  // The stream stays in step: the next frame arrives intact.
+  ASSERT_TRUE(r2.done);
+  ASSERT_TRUE(r2.status.isOk()) << r2.status.message();
+  EXPECT_EQ(r2.header.seq, 8u);
+  ASSERT_EQ(r2.bytes, small.size());
+  EXPECT_EQ(0, std::memcmp(in.data(), small.data(), small.size()));
+  EXPECT_EQ(p.b->bytesReceived(), 2 * sizeof(FrameHeader) + big.size() + small.size());
 }
 
 TEST(TcpConnection, PeerCloseIsStickyRemoteError) {

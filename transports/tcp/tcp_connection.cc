@@ -172,18 +172,55 @@ Result<bool> TcpConnection::readHeader() {
   return true;
 }
 
+Result<bool> TcpConnection::discardPayload() {
+  uint8_t scratch[16384];
+  while (rxDiscard_ > 0) {
+    ssize_t n =
+        ::recv(fd_.get(), scratch, std::min<uint64_t>(rxDiscard_, sizeof(scratch)), MSG_DONTWAIT);
+    if (n > 0) {
+      rxDiscard_ -= static_cast<uint64_t>(n);
+      bytesReceived_ += static_cast<uint64_t>(n);
+      continue;
+    }
+    if (n == 0) return fail(remoteError(describe_ + ": peer closed the connection"));
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    return fail(remoteError(describe_ + ": connection lost while receiving (" +
+                            std::strerror(errno) + ")"));
+  }
+  return true;
+}
+
 Status TcpConnection::progressRecvs() {
+  if (rxDiscard_ > 0) {
+    OBCCL_ASSIGN_OR_RETURN(bool discarded, discardPayload());
+    if (!discarded) return Status::ok();
+  }
   while (!recvs_.empty()) {
     PendingRecv& r = recvs_.front();
     if (!rxHaveHeader_) {
       OBCCL_ASSIGN_OR_RETURN(bool haveHeader, readHeader());
       if (!haveHeader) return Status::ok();
       rxHaveHeader_ = true;
-      if (rxHeader_.length > r.capacity)
-        return fail(invalidUsage(describe_ + ": incoming frame carries " +
-                                 std::to_string(rxHeader_.length) +
-                                 " payload bytes but the posted receive holds only " +
-                                 std::to_string(r.capacity) + " (mismatched calls?)"));
+      if (rxHeader_.length > r.capacity) {
+        // A mismatched call, not a broken stream: this receive fails with the frame's header
+        // (so the caller can say what the peer called), the payload is skipped, and the next
+        // frame is read normally.
+        std::string what = describe_ + ": incoming frame carries " +
+                           std::to_string(rxHeader_.length) +
+                           " payload bytes but the posted receive holds only " +
+                           std::to_string(r.capacity) + " (mismatched calls?)";
+        OBCCL_DEBUG(kSubsysTransport, "%s", what.c_str());
+        r.req->header = rxHeader_;
+        complete(r.req, invalidUsage(what), 0);
+        recvs_.pop_front();
+        rxDiscard_ = rxHeader_.length;
+        rxHaveHeader_ = false;
+        rxHeaderGot_ = 0;
+        OBCCL_ASSIGN_OR_RETURN(bool discarded, discardPayload());
+        if (!discarded) return Status::ok();
+        continue;
+      }
     }
     while (rxPayloadGot_ < rxHeader_.length) {
       ssize_t n =

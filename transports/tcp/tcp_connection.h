@@ -45,6 +45,8 @@ class TcpConnection final : public Connection {
   Status progressRecvs();
   // Reads the current frame's header (returns false while incomplete).
   Result<bool> readHeader();
+  // Skips the rest of an oversize frame's payload (returns false while bytes remain).
+  Result<bool> discardPayload();
   // Records a sticky failure and completes every posted request with it.
   Status fail(Status error);
 
@@ -57,6 +59,7 @@ class TcpConnection final : public Connection {
   size_t rxHeaderGot_ = 0;
   bool rxHaveHeader_ = false;
   size_t rxPayloadGot_ = 0;
+  uint64_t rxDiscard_ = 0;  // payload bytes of a rejected frame still to skip
   uint64_t bytesSent_ = 0;
   uint64_t bytesReceived_ = 0;
 };

@@ -11,7 +11,10 @@
 namespace obccl::transport {
 
 // Wraps a connected stream socket (TCP, or one end of a socketpair) as a Connection. describe
-// names the peer in every message, e.g. "tcp to rank 3 (198.18.0.2:40123)".
+// names the peer in every message, e.g. "tcp to rank 3 (198.18.0.2:40123)". Headers are sealed
+// on postSend (idempotent). A frame larger than the posted receive completes that receive with
+// obcclInvalidUsage and its header; its payload is skipped and the connection stays usable.
+// EOF, resets and corrupted headers are sticky obcclRemoteError.
 std::unique_ptr<Connection> makeTcpConnection(UniqueFd fd, std::string describe);
 
 class TcpTransport final : public Transport {
