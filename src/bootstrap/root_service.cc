@@ -90,6 +90,8 @@ class RootService {
   void failJob(const Status& s);
   void checkTimers();
   std::string rankName(int rank) const;
+  // Until the next timer (stalled handshake, join deadline, drain end); -1 when none runs.
+  int pollTimeoutMs() const;
   bool finished() const;
 
   UniqueFd listener_;
@@ -448,6 +450,15 @@ void RootService::checkTimers() {
   }
 }
 
+int RootService::pollTimeoutMs() const {
+  Deadline next = Deadline::never();
+  if (failing_) next = Deadline(drainUntil_);
+  if (!welcomed_ && !failing_) next = Deadline::earlier(next, joinDeadline_);
+  for (const auto& p : peers_)
+    if (beforeJoin(p->stage)) next = Deadline::earlier(next, Deadline(p->stallDeadline));
+  return next.at() == Clock::time_point::max() ? -1 : next.remainingMs();
+}
+
 bool RootService::finished() const {
   if (failing_) {
     if (Clock::now() >= drainUntil_) return true;
@@ -468,7 +479,7 @@ void RootService::run() {
       if (!p->out.empty()) ev |= POLLOUT;
       fds.push_back({p->fd.get(), ev, 0});
     }
-    int rc = ::poll(fds.data(), fds.size(), 100);  // short: timers are checked every pass
+    int rc = ::poll(fds.data(), fds.size(), pollTimeoutMs());
     if (rc < 0 && errno != EINTR) {
       failJob(errnoStatus("bootstrap root poll", errno));
       break;
