@@ -13,7 +13,7 @@ PACKAGES=(
   # the MPI baseline of the benchmarks, and launching across machines
   openmpi-bin libopenmpi-dev
   # plots, the training example's BLAS and data set
-  gnuplot-nox libopenblas-dev dataset-fashion-mnist
+  gnuplot-nox libopenblas-dev zlib1g-dev dataset-fashion-mnist
   # network namespaces and link shaping for multi-host tests and benchmarks (ip, tc)
   iproute2
   # the Python package and its tests

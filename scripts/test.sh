@@ -7,6 +7,7 @@
 #   OBCCL_TEST_JOBS     tests run in parallel (default 2)
 #   OBCCL_TEST_TIMEOUT  seconds per CTest test without its own limit (default 300)
 #   OBCCL_SKIP_PYTHON=1 skip the Python tests (they install torch from PyPI the first time)
+#   OBCCL_SKIP_FUZZ=1   skip the fuzz corpus replay (scripts/fuzz.sh replay; a clang ASan build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${OBCCL_BUILD_DIR:-build}
@@ -84,11 +85,24 @@ run_python() {
   fi
 }
 
+# The libFuzzer targets replay their corpus under ASan and UBSan: one test, passed or failed.
+run_fuzz() {
+  [[ -f scripts/fuzz.sh && ${OBCCL_SKIP_FUZZ:-0} != 1 ]] || return 0
+  stage "fuzz corpus replay (scripts/fuzz.sh replay)"
+  if timeout 1200 bash scripts/fuzz.sh replay 2>&1 | tee "$LOG_DIR/fuzz.log"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "test.sh: fuzz replay failed (log: $LOG_DIR/fuzz.log)"
+  fi
+}
+
 mkdir -p "$LOG_DIR" 2>/dev/null || true
 if run_setup_and_build; then
   mkdir -p "$LOG_DIR"
   run_ctest
   run_python
+  run_fuzz
 fi
 
 echo
