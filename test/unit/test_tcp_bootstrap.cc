@@ -79,7 +79,9 @@ Status exchange(int rank, const std::vector<int>& peers,
 }
 
 // Runs nranks threads; peersOf(rank) gives each rank's tcp peers (symmetric).
-void runJob(int nranks, const std::function<std::vector<int>(int)>& peersOf) {
+// expectInDescribe, when set, must appear in every connection's describe().
+void runJob(int nranks, const std::function<std::vector<int>(int)>& peersOf,
+            const std::string& expectInDescribe = "") {
   bootstrap::UniqueIdData id = makeId();
   auto rankMain = [&](int rank) -> Status {
     Deadline deadline = Deadline::afterMs(20000);
@@ -92,6 +94,9 @@ void runJob(int nranks, const std::function<std::vector<int>(int)>& peersOf) {
     std::vector<std::unique_ptr<Connection>> conns;
     OBCCL_TRY(t->connect(ctx, peers, &conns));
     if (conns.size() != peers.size()) return internalError("connection count");
+    for (const auto& c : conns)
+      if (c->describe().find(expectInDescribe) == std::string::npos)
+        return internalError("unexpected peer address: " + c->describe());
     OBCCL_TRY(exchange(rank, peers, conns, deadline));
     return bs->barrier(deadline);  // nobody closes while a peer still reads
   };
@@ -118,6 +123,29 @@ TEST(TcpTransport, RingNeighboursOnlyAndARankWithoutPeers) {
     if (rank == 4) return {};
     return {(rank + 1) % 4, (rank + 3) % 4};
   });
+}
+
+TEST(TcpTransport, Ipv6Loopback) {
+  SocketAddress probe;
+  if (!listenOn(SocketAddress::parse("[::1]:0").value(), &probe).isOk())
+    GTEST_SKIP() << "no IPv6 loopback on this host";
+  struct FamilyEnv {
+    FamilyEnv() { ::setenv("OBCCL_SOCKET_FAMILY", "AF_INET6", 1); }
+    ~FamilyEnv() { ::unsetenv("OBCCL_SOCKET_FAMILY"); }
+  } env;
+  auto data = chooseInterfaceAddress("=lo");
+  ASSERT_TRUE(data.isOk()) << data.status().message();
+  EXPECT_EQ(data.value().family(), AF_INET6);
+  // The root's id then carries [::1]:port, and every data connection is IPv6.
+  runJob(
+      3,
+      [](int rank) {
+        std::vector<int> peers;
+        for (int p = 0; p < 3; ++p)
+          if (p != rank) peers.push_back(p);
+        return peers;
+      },
+      "[::1]:");
 }
 
 TEST(TcpTransport, StrangersOnTheDataListenerAreDropped) {
