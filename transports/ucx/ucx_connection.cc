@@ -19,6 +19,8 @@ constexpr uint32_t kHelloMagic = 0x0bcc4e11u;
 constexpr uint32_t kGoodbyeMagic = 0x0bccb1e5u;
 // How long a closing connection waits for its goodbye to leave and its endpoint to close.
 constexpr int64_t kCloseWaitMs = 1000;
+// How long a connection closed with requests pending lets its goodbye leave before forcing.
+constexpr int64_t kGoodbyeWaitMs = 100;
 
 }  // namespace
 
@@ -76,7 +78,10 @@ void UcxConnection::postHandshake() {
   helloOut_ = Hello{kHelloMagic, rank_, commId_};
   ucp_worker_h w = worker_->get();
   helloRecv_.recv(w, &helloIn_, sizeof(helloIn_), makeTag(recvKey_, TagKind::kHello, 0));
-  goodbyeRecv_.recv(w, &goodbyeIn_, sizeof(goodbyeIn_), makeTag(recvKey_, TagKind::kGoodbye, 0));
+  farewell_ = std::make_unique<UcxWorker::Closing>();
+  farewell_->inbox.resize(sizeof(Goodbye));
+  farewell_->recv.recv(w, farewell_->inbox.data(), farewell_->inbox.size(),
+                       makeTag(recvKey_, TagKind::kGoodbye, 0));
   helloSend_.send(ep_, &helloOut_, sizeof(helloOut_), makeTag(sendKey_, TagKind::kHello, 0));
 }
 
@@ -253,12 +258,14 @@ Status UcxConnection::finishRecv(const FrameOp& op) {
 void UcxConnection::processOps() {
   helloRecv_.poll();
   helloSend_.poll();
-  if (!goodbyeSeen_ && goodbyeRecv_.started() && goodbyeRecv_.poll()) {
+  if (!goodbyeSeen_ && farewell_->recv.started() && farewell_->recv.poll()) {
     goodbyeSeen_ = true;
-    // A cancelled goodbye receive (this side aborted) is no news from the peer.
-    peerGone_ = goodbyeRecv_.status() == UCS_OK && goodbyeRecv_.length() == sizeof(Goodbye) &&
-                goodbyeIn_.magic == kGoodbyeMagic;
-    peerFramesSent_ = goodbyeIn_.framesSent;
+    Goodbye bye;
+    std::memcpy(&bye, farewell_->inbox.data(), sizeof(bye));
+    // A cancelled goodbye receive is no news from the peer.
+    peerGone_ = farewell_->recv.status() == UCS_OK && farewell_->recv.length() == sizeof(Goodbye) &&
+                bye.magic == kGoodbyeMagic;
+    peerFramesSent_ = bye.framesSent;
     if (peerGone_) {
       OBCCL_DEBUG(kSubsysTransport, "%s: peer closed after sending %llu frames", describe_.c_str(),
                   static_cast<unsigned long long>(peerFramesSent_));
@@ -316,7 +323,6 @@ void UcxConnection::abortAll() {
     op->payloadMsg.cancel(w);
   }
   helloRecv_.cancel(w);
-  goodbyeRecv_.cancel(w);
   // Sends cannot be cancelled one by one; a forced close completes them with an error, so no
   // request keeps using a caller's buffer after it is reported done.
   if (ep_ != nullptr) {
@@ -348,8 +354,7 @@ void UcxConnection::waitAll(std::vector<UcxRequest*> requests, const Deadline& d
 void UcxConnection::teardown() {
   ucp_worker_h w = worker_->get();
   helloRecv_.cancel(w);
-  goodbyeRecv_.cancel(w);
-  std::vector<UcxRequest*> mine = {&helloSend_, &helloRecv_, &goodbyeRecv_};
+  std::vector<UcxRequest*> mine = {&helloSend_, &helloRecv_};
   for (auto& op : ops_) {
     op->headerMsg.cancel(w);
     op->payloadMsg.cancel(w);
@@ -358,21 +363,22 @@ void UcxConnection::teardown() {
   }
   bool idle = ops_.empty() && helloSend_.done();
   if (ep_ != nullptr) {
-    auto closing = std::make_unique<UcxWorker::Closing>();
     if (failed_.isOk() && endpointError_ == UCS_OK && !peerGone_) {
       // The goodbye says which frames the peer can still expect from this side.
       Goodbye bye{kGoodbyeMagic, 0, firstIncompleteSend()};
       const auto* bytes = reinterpret_cast<const uint8_t*>(&bye);
-      closing->message.assign(bytes, bytes + sizeof(bye));
-      closing->send.send(ep_, closing->message.data(), closing->message.size(),
-                         makeTag(sendKey_, TagKind::kGoodbye, 0));
+      farewell_->message.assign(bytes, bytes + sizeof(bye));
+      farewell_->send.send(ep_, farewell_->message.data(), farewell_->message.size(),
+                           makeTag(sendKey_, TagKind::kGoodbye, 0));
     }
-    // Graceful when idle, so the goodbye is flushed out; forced when a send is pending, so that
-    // UCX stops using the caller's buffer now rather than when the peer gets round to it.
-    closing->close.close(ep_, /*force=*/!idle);
+    // Graceful when idle, so the goodbye is flushed out. Forced when a request is pending, so
+    // that UCX stops using the caller's buffers now rather than when the peer gets round to it;
+    // the goodbye, queued behind those requests, then gets a short chance to leave first.
+    if (!idle) waitAll({&farewell_->send}, Deadline::afterMs(kGoodbyeWaitMs));
+    farewell_->close.close(ep_, /*force=*/!idle);
     ep_ = nullptr;
-    worker_->adoptClosing(std::move(closing));
   }
+  worker_->adoptClosing(std::move(farewell_));
   if (idle) return;
   // Cancelled receives and force-closed sends complete locally; wait for that, briefly.
   waitAll(mine, Deadline::afterMs(kCloseWaitMs));

@@ -105,11 +105,9 @@ class UcxConnection final : public Connection, public WorkerClient {
 
   Hello helloOut_;
   Hello helloIn_;
-  Goodbye goodbyeOut_;
-  Goodbye goodbyeIn_;
   UcxRequest helloSend_;
   UcxRequest helloRecv_;
-  UcxRequest goodbyeRecv_;
+  std::unique_ptr<UcxWorker::Closing> farewell_;  // the goodbye receive, later the close
 
   Status failed_;                        // sticky
   ucs_status_t endpointError_ = UCS_OK;  // set by UCX's error callback

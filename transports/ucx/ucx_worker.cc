@@ -90,8 +90,12 @@ UcxWorker::~UcxWorker() {
   // Pending closes go back to UCX, and ucp_worker_destroy ends them (and any endpoint left);
   // the goodbye buffers are freed only after that, since a pending send still points at them.
   for (auto& c : closing_) {
+    // A receive nobody completes would stay out of UCX's request pool: cancel it for real.
+    c->recv.cancel(worker_);
+    c->recv.poll();
     c->send.release();
     c->close.release();
+    c->recv.release();
   }
   ucp_worker_destroy(worker_);
   closing_.clear();
@@ -140,7 +144,8 @@ void UcxWorker::reapClosing() {
   closing_.erase(std::remove_if(closing_.begin(), closing_.end(),
                                 [](const std::unique_ptr<Closing>& c) {
                                   bool sent = c->send.poll();
-                                  return c->close.poll() && sent;
+                                  bool heard = c->recv.poll();
+                                  return c->close.poll() && sent && heard;
                                 }),
                  closing_.end());
 }

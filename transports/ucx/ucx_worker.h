@@ -78,15 +78,18 @@ class UcxWorker {
   // Drains UCX events only (used while tearing a connection down).
   void drain();
 
-  // An endpoint on its way out: a last message (the goodbye) and the close, neither of which a
-  // closing connection should wait for, since both may need the peer to make progress.
+  // The requests that see a connection out: its goodbye to the peer, the close of its endpoint,
+  // and the receive of the peer's goodbye. None may be waited for (each can need the peer to make
+  // progress), so a closing connection hands them, with their buffers, to the worker.
   struct Closing {
-    std::vector<uint8_t> message;  // the buffer `send` reads
+    std::vector<uint8_t> message;  // the goodbye `send` reads
     UcxRequest send;
     UcxRequest close;
+    std::vector<uint8_t> inbox;  // where `recv` puts the peer's goodbye
+    UcxRequest recv;
   };
-  // Keeps a closing endpoint's requests (and buffer) alive until UCX completes them, or until
-  // the worker is destroyed, which closes whatever is left.
+  // Keeps a Closing alive until UCX completes all three (a peer's late goodbye is then matched,
+  // not left over as an unexpected message), or until the worker is destroyed.
   void adoptClosing(std::unique_ptr<Closing> closing);
 
  private:
