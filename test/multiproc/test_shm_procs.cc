@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cinttypes>
 #include <cstdarg>
@@ -195,7 +196,9 @@ Status drive(const std::vector<Connection*>& conns, const std::vector<Request*>&
     std::vector<pollfd> fds;
     for (Connection* c : conns)
       if (c->busy()) fds.push_back({c->pollFd(), c->pollEvents(), 0});
-    ::poll(fds.data(), fds.size(), deadline.remainingMs(1000));
+    // Bounded, as core's waits are: a peer that dies without closing its fds (a forked child
+    // keeps them open) cannot ring, and is noticed by the pid check on the next progress().
+    ::poll(fds.data(), fds.size(), deadline.remainingMs(100));
   }
 }
 
@@ -336,6 +339,90 @@ TEST(ShmProcs, StoppedPeerIsNotTakenForDead) {
   usleep(300 * 1000);
   ASSERT_EQ(kill(g.pid(1), SIGCONT), 0);
   expectAllExitedCleanly(g, g.wait());
+}
+
+// Measurements, not checks (run with --gtest_also_run_disabled_tests --gtest_filter='*Bench*'):
+// rank 0 streams `iters` frames of each size to rank 1, which acknowledges the last one, and an
+// 8-byte ping-pong gives the round-trip latency. memcpy of the same sizes is shown for scale.
+int benchBody(ProcGroup& g, int rank) {
+  Shared* s = g.shared();
+  std::vector<std::unique_ptr<Connection>> conns;
+  Status st = g.connectAll(rank, &conns);
+  if (!st.isOk()) return childFail(s, rank, "connect: %s", st.message().c_str());
+  Connection* c = conns[0].get();
+  std::vector<uint8_t> buf(64u << 20, 1);
+  std::string report;
+  uint64_t ack = 0;
+  for (size_t size = 64u << 10; size <= (64u << 20); size *= 4) {
+    int iters = static_cast<int>(std::max<size_t>(16, (1u << 30) / size));
+    for (int pass = 0; pass < 2; ++pass) {  // the first pass warms up pages and caches
+      double t0 = monotonicSeconds();
+      std::vector<Request> reqs(iters);
+      std::vector<Request*> ptrs;
+      FrameHeader h = makeHeader(g.commId(), 0, size);
+      for (int i = 0; i < iters; ++i) {
+        ptrs.push_back(&reqs[i]);
+        st = rank == 0 ? c->postSend(h, buf.data(), &reqs[i])
+                       : c->postRecv(buf.data(), size, &reqs[i]);
+        if (!st.isOk()) return childFail(s, rank, "post: %s", st.message().c_str());
+      }
+      Request a;
+      FrameHeader ah = makeHeader(g.commId(), 1, sizeof(ack));
+      st = drive({c}, ptrs);
+      if (st.isOk())
+        st = rank == 0 ? c->postRecv(&ack, sizeof(ack), &a) : c->postSend(ah, &ack, &a);
+      if (st.isOk()) st = drive({c}, {&a});
+      if (!st.isOk()) return childFail(s, rank, "stream: %s", st.message().c_str());
+      double secs = monotonicSeconds() - t0;
+      char line[160];
+      std::snprintf(line, sizeof(line), "%10zu %6d %9.2f GB/s\n", size, iters,
+                    size * static_cast<double>(iters) / secs / 1e9);
+      if (pass == 1) report += line;
+    }
+  }
+  constexpr int kRounds = 20000;
+  uint64_t v = 0;
+  double t0 = 0;
+  for (int i = -1000; i < kRounds; ++i) {  // 1000 warm-up rounds
+    if (i == 0) t0 = monotonicSeconds();
+    Request a, b;
+    FrameHeader h = makeHeader(g.commId(), 2, sizeof(v));
+    if (rank == 0) {
+      st = c->postSend(h, &v, &a);
+      if (st.isOk()) st = c->postRecv(&v, sizeof(v), &b);
+    } else {
+      st = c->postRecv(&v, sizeof(v), &a);
+      if (st.isOk()) st = drive({c}, {&a});
+      if (st.isOk()) st = c->postSend(h, &v, &b);
+    }
+    if (st.isOk()) st = drive({c}, {&a, &b});
+    if (!st.isOk()) return childFail(s, rank, "pingpong: %s", st.message().c_str());
+  }
+  double rtt = (monotonicSeconds() - t0) / kRounds;
+  char line[160];
+  std::snprintf(line, sizeof(line), "8-byte round trip %.2f us (one way %.2f us)\n", rtt * 1e6,
+                rtt * 0.5e6);
+  report += line;
+  std::snprintf(s->message[rank], sizeof(s->message[rank]), "%s", report.c_str());
+  return 0;
+}
+
+TEST(ShmProcs, DISABLED_BenchBandwidthAndLatency) {
+  ProcGroup g(2);
+  ASSERT_NE(g.shared(), nullptr);
+  g.start([&](int r) { return benchBody(g, r); });
+  expectAllExitedCleanly(g, g.wait());
+  std::printf("shm point-to-point, 2 processes (bytes, frames, bandwidth):\n%s",
+              g.shared()->message[0]);
+  std::vector<uint8_t> a(64u << 20, 1), b(64u << 20);
+  for (size_t size = 64u << 10; size <= (64u << 20); size *= 4) {
+    int iters = static_cast<int>(std::max<size_t>(16, (1u << 30) / size));
+    std::memcpy(b.data(), a.data(), size);
+    double t0 = monotonicSeconds();
+    for (int i = 0; i < iters; ++i) std::memcpy(b.data(), a.data() + (i & 1), size);
+    double secs = monotonicSeconds() - t0;
+    std::printf("memcpy %10zu %9.2f GB/s\n", size, size * static_cast<double>(iters) / secs / 1e9);
+  }
 }
 
 }  // namespace

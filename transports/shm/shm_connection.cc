@@ -16,6 +16,7 @@ constexpr uint64_t kMaxChunk = 256 * 1024;
 // How often a stuck connection looks at the peer's pid and closed flag (the doorbell's
 // end-of-file usually reports a dead peer sooner).
 constexpr auto kPeerCheckInterval = std::chrono::milliseconds(50);
+constexpr auto kDrainInterval = std::chrono::milliseconds(1);
 
 uint64_t padded(uint64_t n) { return (n + kHeaderBytes - 1) & ~(kHeaderBytes - 1); }
 
@@ -63,7 +64,7 @@ ShmConnection::ShmConnection(ShmSegment segment, int side, Doorbell bellIn, Door
 ShmConnection::~ShmConnection() {
   // Tell a peer that may be sleeping on its doorbell; closing our fds then hangs it up.
   shared_->closed[side_].store(1, std::memory_order_release);
-  bellOut_.ring();
+  bellOut_.ring();  // outside the flag protocol: the peer's periodic drain absorbs it
 }
 
 short ShmConnection::pollEvents() const { return POLLIN; }
@@ -100,18 +101,17 @@ bool ShmConnection::advanceSend(SendOp& op) {
   while (op.done < op.frameBytes) {
     if (op.done == 0) {
       if (out_.space(kHeaderBytes) < kHeaderBytes) break;
-      out_.push(&op.header, kHeaderBytes);
+      out_.write(&op.header, kHeaderBytes);
       op.done = kHeaderBytes;
       bytesSent_ += kHeaderBytes;
     } else if (op.done < end) {
       uint64_t want = std::min(end - op.done, chunk_);
       uint64_t n = std::min(want, out_.space(want));
       if (n == 0) break;
-      out_.push(op.payload + (op.done - kHeaderBytes), n);
+      out_.write(op.payload + (op.done - kHeaderBytes), n);
       op.done += n;
       bytesSent_ += n;
-      // A large frame streams: let a sleeping peer start copying out now.
-      if (n == chunk_ && out_.takeConsumerWaiting()) bellOut_.ring();
+      if (n == chunk_) publishSends();  // a large frame streams: the peer copies out meanwhile
     } else {
       uint64_t want = op.frameBytes - op.done;
       uint64_t n = std::min(want, out_.space(want));
@@ -133,8 +133,18 @@ bool ShmConnection::advanceSends() {
     complete(op.req, Status::ok(), op.header.length);
     sends_.pop_front();
   }
-  if (moved && out_.takeConsumerWaiting()) bellOut_.ring();
+  if (moved) publishSends();
   return moved;
+}
+
+void ShmConnection::publishSends() {
+  out_.publish();
+  if (out_.takeConsumerWaiting()) bellOut_.ring();
+}
+
+void ShmConnection::releaseRecvs() {
+  in_.release();
+  if (in_.takeProducerWaiting()) bellOut_.ring();
 }
 
 bool ShmConnection::advanceRecv(RecvOp& op) {
@@ -142,7 +152,7 @@ bool ShmConnection::advanceRecv(RecvOp& op) {
   if (!op.haveHeader) {
     if (in_.available(kHeaderBytes) < kHeaderBytes) return false;
     FrameHeader h;
-    in_.pop(&h, kHeaderBytes);
+    in_.read(&h, kHeaderBytes);
     bytesReceived_ += kHeaderBytes;
     op.req->header = h;
     Status s = checkHeader(h, describe_);
@@ -170,11 +180,11 @@ bool ShmConnection::advanceRecv(RecvOp& op) {
     uint64_t want = std::min(len - op.got, chunk_);
     uint64_t n = std::min(want, in_.available(want));
     if (n == 0) break;
-    in_.pop(op.buf + op.got, n);
+    in_.read(op.buf + op.got, n);
     op.got += n;
     bytesReceived_ += n;
     moved = true;
-    if (n == chunk_ && in_.takeProducerWaiting()) bellOut_.ring();
+    if (n == chunk_) releaseRecvs();  // let the producer refill while we copy the rest
   }
   if (op.got == len) {
     pendingSkip_ = padded(len) - len;
@@ -199,7 +209,7 @@ bool ShmConnection::advanceRecvs() {
     if (!failed_.isOk() || !op.req->done) break;  // fail() has emptied recvs_
     recvs_.pop_front();
   }
-  if (moved && in_.takeProducerWaiting()) bellOut_.ring();
+  if (moved) releaseRecvs();
   return moved;
 }
 
@@ -213,22 +223,32 @@ Status ShmConnection::progress() {
 }
 
 Status ShmConnection::whenStuck() {
-  // Raise the flags first, then look again: the peer either sees a flag or we see its bytes.
-  if (!recvs_.empty()) in_.setWaiting();
-  if (!sends_.empty()) out_.setWaiting();
-  bool hungUp = !bellIn_.drain();
+  // Raise the flags first, then look again: the peer either sees a flag or we see its bytes
+  // (shm_ring.h). The doorbell is drained when a flag is raised anew and every millisecond, which
+  // also notices a hang-up (a dead peer) promptly.
+  bool drain = false;
+  if (!recvs_.empty()) drain |= in_.arm();
+  if (!sends_.empty()) drain |= out_.arm();
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  auto now = std::chrono::steady_clock::now();
+  bool hungUp = false;
+  if (drain || now - lastDrain_ >= kDrainInterval) {
+    lastDrain_ = now;
+    hungUp = !bellIn_.drain();
+  }
   bool moved = advanceSends();
   moved |= advanceRecvs();
   if (!failed_.isOk() || moved) return failed_;
-  return checkPeer(hungUp);
+  return checkPeer(hungUp, now);
 }
 
-Status ShmConnection::checkPeer(bool hungUp) {
-  auto now = std::chrono::steady_clock::now();
-  if (!hungUp && now - lastPeerCheck_ < kPeerCheckInterval) return Status::ok();
-  lastPeerCheck_ = now;
+Status ShmConnection::checkPeer(bool hungUp, std::chrono::steady_clock::time_point now) {
   bool closed = shared_->closed[1 - side_].load(std::memory_order_acquire) != 0;
-  bool dead = !closed && (hungUp || !processAlive(peerPid_));
+  bool dead = !closed && hungUp;
+  if (!closed && !dead && now - lastPeerCheck_ >= kPeerCheckInterval) {
+    lastPeerCheck_ = now;
+    dead = !processAlive(peerPid_);
+  }
   if (!closed && !dead) return Status::ok();
   // Frames the peer published before it left are still delivered.
   bool moved = advanceSends();

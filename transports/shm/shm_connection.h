@@ -63,7 +63,10 @@ class ShmConnection : public Connection {
   bool advanceRecv(RecvOp& op);
   // Called when nothing moved while requests are pending: arms the doorbell and checks the peer.
   Status whenStuck();
-  Status checkPeer(bool hungUp);
+  Status checkPeer(bool hungUp, std::chrono::steady_clock::time_point now);
+  // Publish written bytes / free read space, ringing the peer when it sleeps on them.
+  void publishSends();
+  void releaseRecvs();
   Status fail(Status status);
 
   ShmSegment segment_;
@@ -81,6 +84,7 @@ class ShmConnection : public Connection {
   std::deque<RecvOp> recvs_;
   Status failed_;
   std::chrono::steady_clock::time_point lastPeerCheck_{};
+  std::chrono::steady_clock::time_point lastDrain_{};
   uint64_t bytesSent_ = 0, bytesReceived_ = 0;
 };
 

@@ -48,6 +48,22 @@ inline size_t segmentBytes(uint64_t ringBytes) { return kDataOffset + 2 * ringBy
 static_assert(sizeof(SegmentHeader) <= kPageBytes && 2 * sizeof(RingControl) <= kPageBytes,
               "segment header and controls fit one page each");
 
+// Waking protocol, for either flag. The sleeper, finding the flag down, raises it, drains its
+// doorbell, and (after a seq_cst fence) looks at the ring again before it sleeps. The waker,
+// after publishing and a seq_cst fence, lowers a raised flag and writes one doorbell byte. So
+// either the sleeper sees the new bytes or the waker sees the flag: no wake-up is lost. A byte
+// can arrive for an event the sleeper already handled; such a spurious wake-up costs one extra
+// progress() call, and the sleeper's periodic drain removes the byte.
+inline bool armFlag(std::atomic<uint32_t>& flag) {
+  if (flag.load(std::memory_order_relaxed) != 0) return false;
+  flag.store(1, std::memory_order_relaxed);
+  return true;
+}
+inline bool takeFlag(std::atomic<uint32_t>& flag) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return flag.load(std::memory_order_relaxed) != 0 && flag.exchange(0) != 0;
+}
+
 class RingProducer {
  public:
   RingProducer() = default;
@@ -62,31 +78,21 @@ class RingProducer {
     tailCache_ = ctl_->tail.load(std::memory_order_acquire);
     return cap_ - (head_ - tailCache_);
   }
-  // Copies n <= space() bytes into the ring and publishes them.
-  void push(const void* src, uint64_t n) {
+  // Copies n <= space() bytes into the ring; they become visible at the next publish().
+  void write(const void* src, uint64_t n) {
     uint64_t pos = head_ & (cap_ - 1);
     uint64_t first = std::min(n, cap_ - pos);
     std::memcpy(data_ + pos, src, first);
     std::memcpy(data_, static_cast<const uint8_t*>(src) + first, n - first);
-    skip(n);
-  }
-  // Publishes n <= space() bytes without writing them (frame padding).
-  void skip(uint64_t n) {
     head_ += n;
-    ctl_->head.store(head_, std::memory_order_release);
   }
-  // True, clearing the flag, when the consumer went to sleep and must be woken. The fence pairs
-  // with the one in RingConsumer::setWaiting: either we see its flag or it sees our head.
-  bool takeConsumerWaiting() {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (ctl_->consumerWaiting.load(std::memory_order_relaxed) == 0) return false;
-    return ctl_->consumerWaiting.exchange(0) != 0;
-  }
-  // Asks the consumer to ring our doorbell when it frees space.
-  void setWaiting() {
-    ctl_->producerWaiting.store(1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-  }
+  // Reserves n <= space() bytes without writing them (frame padding).
+  void skip(uint64_t n) { head_ += n; }
+  void publish() { ctl_->head.store(head_, std::memory_order_release); }
+  // True, lowering the flag, when the consumer sleeps and must be woken (after publish()).
+  bool takeConsumerWaiting() { return takeFlag(ctl_->consumerWaiting); }
+  // Asks the consumer to ring when it frees space; true when the flag was newly raised.
+  bool arm() { return armFlag(ctl_->producerWaiting); }
 
  private:
   RingControl* ctl_ = nullptr;
@@ -110,28 +116,19 @@ class RingConsumer {
     headCache_ = ctl_->head.load(std::memory_order_acquire);
     return headCache_ - tail_;
   }
-  // Copies n <= available() bytes out of the ring and frees their space.
-  void pop(void* dst, uint64_t n) {
+  // Copies n <= available() bytes out; their space is freed at the next release().
+  void read(void* dst, uint64_t n) {
     uint64_t pos = tail_ & (cap_ - 1);
     uint64_t first = std::min(n, cap_ - pos);
     std::memcpy(dst, data_ + pos, first);
     std::memcpy(static_cast<uint8_t*>(dst) + first, data_, n - first);
-    discard(n);
-  }
-  // Frees n <= available() bytes without reading them.
-  void discard(uint64_t n) {
     tail_ += n;
-    ctl_->tail.store(tail_, std::memory_order_release);
   }
-  bool takeProducerWaiting() {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (ctl_->producerWaiting.load(std::memory_order_relaxed) == 0) return false;
-    return ctl_->producerWaiting.exchange(0) != 0;
-  }
-  void setWaiting() {
-    ctl_->consumerWaiting.store(1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-  }
+  // Drops n <= available() bytes without reading them.
+  void discard(uint64_t n) { tail_ += n; }
+  void release() { ctl_->tail.store(tail_, std::memory_order_release); }
+  bool takeProducerWaiting() { return takeFlag(ctl_->producerWaiting); }
+  bool arm() { return armFlag(ctl_->consumerWaiting); }
 
  private:
   RingControl* ctl_ = nullptr;
