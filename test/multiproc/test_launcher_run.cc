@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -65,6 +66,27 @@ TEST_F(LauncherTest, SetsTheEnvironmentOfEveryRank) {
   auto again = runSh({"-n", "1"}, "env | grep ^OBCCL_ > $D/env.$OBCCL_RANK");
   ASSERT_EQ(again.status, 0) << again.output;
   EXPECT_NE(envOf(0)["OBCCL_SECRET"], secret);
+}
+
+// The root port is parked in TIME_WAIT: nobody else gets it from bind(port 0) for about a minute,
+// but rank 0's listener, which sets SO_REUSEADDR, can bind it.
+TEST_F(LauncherTest, RootPortIsReservedForRankZero) {
+  auto r = runSh({"-n", "1"}, "echo ${OBCCL_ROOT#*:} > $D/port");
+  ASSERT_EQ(r.status, 0) << r.output;
+  int port = std::stoi(readFile(dir_.path() + "/port"));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int plain = ::socket(AF_INET, SOCK_STREAM, 0);
+  EXPECT_NE(::bind(plain, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0)
+      << "port " << port << " was not parked";
+  ::close(plain);
+  int reuse = ::socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  ::setsockopt(reuse, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  EXPECT_EQ(::bind(reuse, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << strerror(errno);
+  EXPECT_EQ(::listen(reuse, 4), 0) << strerror(errno);
+  ::close(reuse);
 }
 
 TEST_F(LauncherTest, AllRanksSucceedingGivesZero) {
