@@ -47,6 +47,14 @@ struct WorkerCase {
   size_t misalign;  // bytes by which x and e are shifted off 16-byte alignment
 };
 
+std::string describe(const WorkerCase& c) {
+  return std::string(typeName(c.type)) + "_n" + std::to_string(c.n) + "_r" +
+         std::to_string(c.nranks) + "_b" + std::to_string(c.block) + "_off" +
+         std::to_string(c.misalign);
+}
+// Short parameter text in test listings (and so in ctest's test names).
+void PrintTo(const WorkerCase& c, std::ostream* os) { *os << describe(c); }
+
 class GpuWorker : public ::testing::TestWithParam<WorkerCase> {};
 
 TEST_P(GpuWorker, EncodeAndUpdateMatchCpuCodec) {
@@ -122,10 +130,7 @@ std::vector<WorkerCase> workerCases() {
 }
 
 std::string workerName(const ::testing::TestParamInfo<WorkerCase>& info) {
-  const WorkerCase& c = info.param;
-  return std::string(typeName(c.type)) + "_n" + std::to_string(c.n) + "_r" +
-         std::to_string(c.nranks) + "_b" + std::to_string(c.block) + "_off" +
-         std::to_string(c.misalign);
+  return describe(info.param);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, GpuWorker, ::testing::ValuesIn(workerCases()), workerName);
@@ -136,6 +141,12 @@ struct ServerCase {
   size_t block;
   bool strided;  // per-rank messages [scales | bits] instead of dense arrays
 };
+
+std::string describe(const ServerCase& c) {
+  return "r" + std::to_string(c.nranks) + "_c" + std::to_string(c.c) + "_b" +
+         std::to_string(c.block) + (c.strided ? "_strided" : "");
+}
+void PrintTo(const ServerCase& c, std::ostream* os) { *os << describe(c); }
 
 class GpuServer : public ::testing::TestWithParam<ServerCase> {};
 
@@ -220,11 +231,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(ServerCase{1, 8, 0, false}, ServerCase{2, 1000, 0, false},
                       ServerCase{3, 1000, 64, true}, ServerCase{5, 65544, 0, false},
                       ServerCase{8, 65544, 1000, true}, ServerCase{8, 300000, 0, true}),
-    [](const ::testing::TestParamInfo<ServerCase>& info) {
-      const ServerCase& c = info.param;
-      return "r" + std::to_string(c.nranks) + "_c" + std::to_string(c.c) + "_b" +
-             std::to_string(c.block) + (c.strided ? "_strided" : "");
-    });
+    [](const ::testing::TestParamInfo<ServerCase>& info) { return describe(info.param); });
 
 struct DecodeCase {
   obcclDataType_t type;
@@ -234,6 +241,13 @@ struct DecodeCase {
   size_t cut;       // n = nranks * c - cut
   size_t misalign;  // bytes
 };
+
+std::string describe(const DecodeCase& c) {
+  return std::string(typeName(c.type)) + "_r" + std::to_string(c.nranks) + "_c" +
+         std::to_string(c.c) + "_b" + std::to_string(c.block) + "_cut" + std::to_string(c.cut) +
+         "_off" + std::to_string(c.misalign);
+}
+void PrintTo(const DecodeCase& c, std::ostream* os) { *os << describe(c); }
 
 class GpuDecode : public ::testing::TestWithParam<DecodeCase> {};
 
@@ -282,11 +296,7 @@ std::vector<DecodeCase> decodeCases() {
 
 INSTANTIATE_TEST_SUITE_P(Cases, GpuDecode, ::testing::ValuesIn(decodeCases()),
                          [](const ::testing::TestParamInfo<DecodeCase>& info) {
-                           const DecodeCase& c = info.param;
-                           return std::string(typeName(c.type)) + "_r" + std::to_string(c.nranks) +
-                                  "_c" + std::to_string(c.c) + "_b" + std::to_string(c.block) +
-                                  "_cut" + std::to_string(c.cut) + "_off" +
-                                  std::to_string(c.misalign);
+                           return describe(info.param);
                          });
 
 TEST(GpuCodec, NormsAreReproducible) {

@@ -22,6 +22,12 @@ struct OptimCase {
   float weightDecay;
 };
 
+std::string describe(const OptimCase& c) {
+  return "n" + std::to_string(c.n) + "_off" + std::to_string(c.misalign) + (c.mask ? "_mask" : "") +
+         (c.rootFloor > 0 ? "_floor" : "") + (c.weightDecay > 0 ? "_wd" : "");
+}
+void PrintTo(const OptimCase& c, std::ostream* os) { *os << describe(c); }
+
 class GpuOptim : public ::testing::TestWithParam<OptimCase> {
  protected:
   void SetUp() override {
@@ -95,18 +101,12 @@ TEST_P(GpuOptim, ZeroVarianceMaskMatches) {
   EXPECT_EQ(firstBitDifference(download<float>(dmask.at(), c.n), mask_), -1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, GpuOptim,
-                         ::testing::Values(OptimCase{1, 0, false, 0.0f, 0.0f},
-                                           OptimCase{7, 4, true, 0.0f, 0.01f},
-                                           OptimCase{4099, 0, true, 1e-4f, 0.1f},
-                                           OptimCase{4099, 8, false, 0.0f, 0.1f},
-                                           OptimCase{(1u << 20) + 1, 0, true, 0.0f, 0.0f}),
-                         [](const ::testing::TestParamInfo<OptimCase>& info) {
-                           const OptimCase& c = info.param;
-                           return "n" + std::to_string(c.n) + "_off" + std::to_string(c.misalign) +
-                                  (c.mask ? "_mask" : "") + (c.rootFloor > 0 ? "_floor" : "") +
-                                  (c.weightDecay > 0 ? "_wd" : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Cases, GpuOptim,
+    ::testing::Values(OptimCase{1, 0, false, 0.0f, 0.0f}, OptimCase{7, 4, true, 0.0f, 0.01f},
+                      OptimCase{4099, 0, true, 1e-4f, 0.1f}, OptimCase{4099, 8, false, 0.0f, 0.1f},
+                      OptimCase{(1u << 20) + 1, 0, true, 0.0f, 0.0f}),
+    [](const ::testing::TestParamInfo<OptimCase>& info) { return describe(info.param); });
 
 }  // namespace
 }  // namespace obccl::device
