@@ -120,11 +120,21 @@ inline std::vector<uint8_t> testSecret(uint8_t salt = 0) {
   return s;
 }
 
-// Connects n ranks (one thread each) in a full mesh. secretOf(rank) lets a test give a rank the
-// wrong secret.
+// The peers of `rank` in a full mesh of n ranks.
+inline std::vector<int> allPeers(int rank, int n) {
+  std::vector<int> peers;
+  for (int p = 0; p < n; ++p) {
+    if (p != rank) peers.push_back(p);
+  }
+  return peers;
+}
+
+// Connects n ranks (one thread each), by default in a full mesh. secretOf(rank) lets a test give
+// a rank the wrong secret; peersOf(rank) picks its peers.
 inline std::vector<Rank> connectMesh(
     int n, int64_t deadlineMs = 20000,
-    std::function<std::vector<uint8_t>(int)> secretOf = [](int) { return testSecret(); }) {
+    std::function<std::vector<uint8_t>(int)> secretOf = [](int) { return testSecret(); },
+    std::function<std::vector<int>(int)> peersOf = nullptr) {
   std::vector<Rank> ranks(static_cast<size_t>(n));
   ThreadAllgather ag(n);
   std::vector<std::thread> threads;
@@ -132,10 +142,7 @@ inline std::vector<Rank> connectMesh(
     threads.emplace_back([&, r] {
       Rank& me = ranks[static_cast<size_t>(r)];
       me.transport = makeUcxTransport();
-      std::vector<int> peers;
-      for (int p = 0; p < n; ++p) {
-        if (p != r) peers.push_back(p);
-      }
+      std::vector<int> peers = peersOf ? peersOf(r) : allPeers(r, n);
       std::vector<std::unique_ptr<Connection>> out;
       me.status =
           me.transport->connect(makeContext(r, n, &ag, secretOf(r), deadlineMs), peers, &out);

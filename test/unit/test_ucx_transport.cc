@@ -300,6 +300,81 @@ TEST_P(UcxTransportTest, PollFdWakesASleepingReceiver) {
   }
 }
 
+class UcxConnectTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why = ucxUnavailableReason();
+    if (!why.empty()) GTEST_SKIP() << "UCX cannot start here: " << why;
+  }
+};
+
+TEST_F(UcxConnectTest, PartialPeerSetsAndRepeatedConnects) {
+  // Ranks 0 and 1 are UCX peers; rank 2 has none (it takes part in the allgathers only). A
+  // second connect() on the same transports gets fresh, independent connections.
+  auto peersOf = [](int r) { return r == 2 ? std::vector<int>{} : std::vector<int>{1 - r}; };
+  std::vector<Rank> first = connectMesh(
+      3, 20000, [](int) { return testSecret(); }, peersOf);
+  for (auto& r : first) ASSERT_TRUE(r.status.isOk()) << r.status.message();
+  EXPECT_EQ(first[2].conns[0], nullptr);
+  std::vector<uint8_t> out(100, 9), in(100);
+  Request s, r;
+  ASSERT_TRUE(first[0].conns[1]->postSend(makeHeader(0, 100), out.data(), &s).isOk());
+  ASSERT_TRUE(first[1].conns[0]->postRecv(in.data(), in.size(), &r).isOk());
+  Status st = waitRequests({first[0].conns[1].get(), first[1].conns[0].get()}, {&s, &r},
+                           Deadline::afterMs(10000));
+  ASSERT_TRUE(st.isOk()) << st.message();
+  EXPECT_EQ(in, out);
+
+  // Connect again on the same transports (same worker, new tag keys): now a full mesh.
+  ThreadAllgather ag(3);
+  std::vector<std::vector<std::unique_ptr<Connection>>> second(3);
+  std::vector<Status> status(3);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 3; ++rank) {
+    threads.emplace_back([&, rank] {
+      status[rank] = first[rank].transport->connect(makeContext(rank, 3, &ag, testSecret()),
+                                                    allPeers(rank, 3), &second[rank]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& x : status) ASSERT_TRUE(x.isOk()) << x.message();
+  // Frames on the new 0->1 connection do not match receives on the old one, and vice versa.
+  Request oldRecv, newRecv, newSend;
+  std::vector<uint8_t> in2(100);
+  ASSERT_TRUE(first[1].conns[0]->postRecv(in.data(), in.size(), &oldRecv).isOk());
+  ASSERT_TRUE(second[1][0]->postRecv(in2.data(), in2.size(), &newRecv).isOk());
+  ASSERT_TRUE(second[0][0]->postSend(makeHeader(1, 100), out.data(), &newSend).isOk());
+  st = waitRequests({second[0][0].get(), second[1][0].get(), first[1].conns[0].get()},
+                    {&newSend, &newRecv}, Deadline::afterMs(10000));
+  ASSERT_TRUE(st.isOk()) << st.message();
+  EXPECT_EQ(newRecv.header.seq, 1u);
+  EXPECT_FALSE(oldRecv.done);
+}
+
+TEST_F(UcxConnectTest, AsymmetricPeerSetsFailFast) {
+  auto peersOf = [](int r) { return r == 0 ? std::vector<int>{1} : std::vector<int>{}; };
+  auto start = std::chrono::steady_clock::now();
+  std::vector<Rank> ranks = connectMesh(
+      2, 20000, [](int) { return testSecret(); }, peersOf);
+  EXPECT_EQ(ranks[0].status.code(), obcclRemoteError) << ranks[0].status.message();
+  EXPECT_NE(ranks[0].status.message().find("rank 1"), std::string::npos);
+  EXPECT_TRUE(ranks[1].status.isOk());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5);
+}
+
+TEST_F(UcxConnectTest, RejectsBadPeers) {
+  ThreadAllgather ag(1);
+  auto transport = makeUcxTransport();
+  std::vector<std::unique_ptr<Connection>> out;
+  for (std::vector<int> peers : {std::vector<int>{0}, {3}, {-1}}) {
+    Status s = transport->connect(makeContext(0, 2, &ag, testSecret()), peers, &out);
+    EXPECT_EQ(s.code(), obcclInvalidArgument) << s.message();
+  }
+  EXPECT_FALSE(transport->canConnect(makeContext(0, 2, &ag, testSecret()), 0));
+  EXPECT_TRUE(transport->canConnect(makeContext(0, 2, &ag, testSecret()), 1));
+  EXPECT_STREQ(transport->name(), "ucx");
+}
+
 INSTANTIATE_TEST_SUITE_P(Ucx, UcxTransportTest,
                          testing::Values(Param{"tcp", 2}, Param{"tcp", 4}, Param{nullptr, 2},
                                          Param{nullptr, 4}),

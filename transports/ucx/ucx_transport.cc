@@ -116,10 +116,12 @@ Status UcxTransport::connect(const ConnectContext& ctx, const std::vector<int>& 
                              std::to_string(ctx.nranks) + " to peer " + std::to_string(p));
     }
   }
-  Status local = ensureWorker(ctx.nranks);
+  // Peer sets are symmetric, so a rank with no UCX peers is nobody's UCX peer: it skips UCX
+  // entirely (a one-host job never starts it) and only takes part in the allgathers.
+  Status local = peers.empty() ? Status::ok() : ensureWorker(ctx.nranks);
   if (!local.isOk()) OBCCL_WARN(kSubsysTransport, "%s", local.message().c_str());
   std::vector<std::vector<uint8_t>> addresses;
-  OBCCL_TRY(exchangeAddresses(ctx, local.isOk(), &addresses));
+  OBCCL_TRY(exchangeAddresses(ctx, local.isOk() && worker_ != nullptr, &addresses));
   OBCCL_TRY(local);
   uint32_t epoch = epoch_++;
 
@@ -127,7 +129,9 @@ Status UcxTransport::connect(const ConnectContext& ctx, const std::vector<int>& 
   for (int p : peers) {
     if (addresses[static_cast<size_t>(p)].empty()) {
       return remoteError("ucx: rank " + std::to_string(p) +
-                         " has no UCX worker (its UCX initialisation failed; see its log)");
+                         " has no UCX worker (its UCX initialisation failed, see its log, or it "
+                         "did not list rank " +
+                         std::to_string(ctx.rank) + " as a UCX peer)");
     }
     ucx::UcxPeerParams params;
     params.worker = worker_;
@@ -140,6 +144,7 @@ Status UcxTransport::connect(const ConnectContext& ctx, const std::vector<int>& 
                            UcxConnection::create(params, addresses[static_cast<size_t>(p)]));
     conns.push_back(std::move(conn));
   }
+  if (conns.empty()) return Status::ok();
   OBCCL_TRY(waitForHandshakes(worker_.get(), conns, ctx.deadline));
   for (auto& c : conns) {
     c->describeLanes();
