@@ -23,7 +23,6 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr size_t kSpanElems = 4 * kWarpSize;
 constexpr int kTileSpans = 16;
 constexpr size_t kTileElems = kSpanElems * kTileSpans;
-constexpr int kBlocksPerSm = 8;
 
 // Element types of x and y. Storage is what lives in memory.
 struct F32 {
@@ -246,9 +245,10 @@ inline bool aligned(const void* p, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
-// Blocks for `work` independent units of `unitsPerBlock`, capped at what fills the device;
-// every kernel strides over the rest, and no result depends on the grid size.
-Result<unsigned> gridFor(size_t work, size_t unitsPerBlock);
+// Blocks for `work` independent units of `unitsPerBlock`, capped at the blocks of `kernel` the
+// device keeps resident at once (so every block's grid-stride share starts immediately); no
+// result depends on the grid size.
+Result<unsigned> gridFor(const void* kernel, int threads, size_t work, size_t unitsPerBlock);
 
 // The Status of the last launch.
 Status launchStatus(const char* kernel);
@@ -279,5 +279,15 @@ Status checkNormArgs(const char* what, const ScaleLayout& layout, const void* sc
                      size_t scratchBytes, const NormOutputs& out);
 
 inline cudaStream_t asStream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+// Launches kernel on the stream with a grid from gridFor and reports launch errors by name.
+template <class... Params, class... Args>
+Status launch(void (*kernel)(Params...), const char* name, int threads, size_t work,
+              size_t unitsPerBlock, cudaStream_t stream, Args... args) {
+  OBCCL_ASSIGN_OR_RETURN(
+      unsigned grid, gridFor(reinterpret_cast<const void*>(kernel), threads, work, unitsPerBlock));
+  kernel<<<grid, threads, 0, stream>>>(args...);
+  return launchStatus(name);
+}
 
 }  // namespace obccl::device::detail

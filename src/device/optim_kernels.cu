@@ -129,13 +129,8 @@ __global__ void __launch_bounds__(kThreads) elementwiseKernel(Op op, size_t n) {
 template <class Op>
 Status launchElementwise(const Op& op, bool vec, size_t n, void* stream, const char* name) {
   if (n == 0) return Status::ok();
-  OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(vec ? (n + 3) / 4 : n, kThreads));
-  if (vec) {
-    elementwiseKernel<Op, true><<<grid, kThreads, 0, asStream(stream)>>>(op, n);
-  } else {
-    elementwiseKernel<Op, false><<<grid, kThreads, 0, asStream(stream)>>>(op, n);
-  }
-  return launchStatus(name);
+  auto kernel = vec ? elementwiseKernel<Op, true> : elementwiseKernel<Op, false>;
+  return launch(kernel, name, kThreads, vec ? (n + 3) / 4 : n, kThreads, asStream(stream), op, n);
 }
 
 // Non-finite: all exponent bits set. kKind: 4 fp32, 2 fp16, 3 bf16 (a tag, not a size); a word
@@ -177,13 +172,9 @@ __global__ void __launch_bounds__(kThreads)
 
 template <int kKind>
 Status launchNonFinite(const void* buf, size_t bytes, int* flag, void* stream) {
-  OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor((bytes + 15) / 16, kThreads));
-  if (aligned(buf, 16)) {
-    nonFiniteKernel<kKind, true><<<grid, kThreads, 0, asStream(stream)>>>(buf, bytes, flag);
-  } else {
-    nonFiniteKernel<kKind, false><<<grid, kThreads, 0, asStream(stream)>>>(buf, bytes, flag);
-  }
-  return launchStatus("nonFiniteKernel");
+  auto kernel = aligned(buf, 16) ? nonFiniteKernel<kKind, true> : nonFiniteKernel<kKind, false>;
+  return launch(kernel, "nonFiniteKernel", kThreads, (bytes + 15) / 16, kThreads, asStream(stream),
+                buf, bytes, flag);
 }
 
 Status nullArgs(const char* what, size_t n) {

@@ -100,19 +100,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <bool kVec>
-Status launchServerEncode(unsigned grid, cudaStream_t st, const KRanks& k, const float* s,
-                          const KLayout& l, const float* scales, uint8_t* bits, float* sOut) {
-  if (bits && sOut) {
-    serverEncodeKernel<kVec, true, true><<<grid, kThreads, 0, st>>>(k, s, l, scales, bits, sOut);
-  } else if (bits) {
-    serverEncodeKernel<kVec, true, false><<<grid, kThreads, 0, st>>>(k, s, l, scales, bits, sOut);
-  } else {
-    serverEncodeKernel<kVec, false, true><<<grid, kThreads, 0, st>>>(k, s, l, scales, bits, sOut);
-  }
-  return launchStatus("serverEncodeKernel");
-}
-
 template <class T, bool kVec>
 __global__ void __launch_bounds__(kThreads)
     decodeKernel(KRanks in, KLayout l, size_t n, typename T::Storage* __restrict__ y) {
@@ -173,15 +160,9 @@ Status serverNorm(const RankPacked& in, const float* s, const ScaleLayout& layou
   OBCCL_ASSIGN_OR_RETURN(KRanks k, resolveRanks("serverNorm", in, layout));
   const KLayout l = makeKLayout(layout);
   double* partials = static_cast<double*>(scratch);
-  OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
-  if (aligned(s, 16)) {
-    serverNormKernel<true>
-        <<<grid, kThreads, 0, asStream(stream)>>>(k, s, l, partials, out.nonFinite);
-  } else {
-    serverNormKernel<false>
-        <<<grid, kThreads, 0, asStream(stream)>>>(k, s, l, partials, out.nonFinite);
-  }
-  OBCCL_TRY(launchStatus("serverNormKernel"));
+  auto kernel = aligned(s, 16) ? serverNormKernel<true> : serverNormKernel<false>;
+  OBCCL_TRY(launch(kernel, "serverNormKernel", kThreads, l.numTiles, kWarpsPerBlock,
+                   asStream(stream), k, s, l, partials, out.nonFinite));
   return launchFinalize(partials, l, out, asStream(stream));
 }
 
@@ -196,11 +177,17 @@ Status serverEncode(const RankPacked& in, const float* s, const ScaleLayout& lay
   }
   OBCCL_ASSIGN_OR_RETURN(KRanks k, resolveRanks("serverEncode", in, layout));
   const KLayout l = makeKLayout(layout);
-  OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
-  if (aligned(s, 16) && aligned(sOut, 16)) {
-    return launchServerEncode<true>(grid, asStream(stream), k, s, l, scales, bits, sOut);
+  const bool vec = aligned(s, 16) && aligned(sOut, 16);
+  void (*kernel)(KRanks, const float*, KLayout, const float*, uint8_t*, float*) = nullptr;
+  if (bits && sOut) {
+    kernel = vec ? serverEncodeKernel<true, true, true> : serverEncodeKernel<false, true, true>;
+  } else if (bits) {
+    kernel = vec ? serverEncodeKernel<true, true, false> : serverEncodeKernel<false, true, false>;
+  } else {
+    kernel = vec ? serverEncodeKernel<true, false, true> : serverEncodeKernel<false, false, true>;
   }
-  return launchServerEncode<false>(grid, asStream(stream), k, s, l, scales, bits, sOut);
+  return launch(kernel, "serverEncodeKernel", kThreads, l.numTiles, kWarpsPerBlock,
+                asStream(stream), k, s, l, scales, bits, sOut);
 }
 
 Status decode(const RankPacked& in, const ScaleLayout& layout, size_t n, void* y,
@@ -221,14 +208,9 @@ Status decode(const RankPacked& in, const ScaleLayout& layout, size_t n, void* y
   return dispatchType(type, "decode", [&](auto tag) -> Status {
     using T = decltype(tag);
     using S = typename T::Storage;
-    OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
-    S* ys = static_cast<S*>(y);
-    if (aligned(y, 4 * sizeof(S))) {
-      decodeKernel<T, true><<<grid, kThreads, 0, asStream(stream)>>>(k, l, n, ys);
-    } else {
-      decodeKernel<T, false><<<grid, kThreads, 0, asStream(stream)>>>(k, l, n, ys);
-    }
-    return launchStatus("decodeKernel");
+    auto kernel = aligned(y, 4 * sizeof(S)) ? decodeKernel<T, true> : decodeKernel<T, false>;
+    return launch(kernel, "decodeKernel", kThreads, l.numTiles, kWarpsPerBlock, asStream(stream), k,
+                  l, n, static_cast<S*>(y));
   });
 }
 

@@ -138,13 +138,11 @@ static_assert(kFinalizeThreads / kWarpSize == kWarpSize, "finalize tree expects 
 Status launchFinalize(const double* partials, const KLayout& l, const NormOutputs& out,
                       cudaStream_t stream) {
   if (l.tilesPerScale <= kWarpFinalizeTiles) {
-    OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numScales, kWarpsPerBlock));
-    finalizeWarpKernel<<<grid, kThreads, 0, stream>>>(partials, l, out);
-    return launchStatus("finalizeWarpKernel");
+    return launch(finalizeWarpKernel, "finalizeWarpKernel", kThreads, l.numScales, kWarpsPerBlock,
+                  stream, partials, l, out);
   }
-  OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numScales, 1));
-  finalizeBlockKernel<<<grid, kFinalizeThreads, 0, stream>>>(partials, l, out);
-  return launchStatus("finalizeBlockKernel");
+  return launch(finalizeBlockKernel, "finalizeBlockKernel", kFinalizeThreads, l.numScales, 1,
+                stream, partials, l, out);
 }
 
 Status checkNormArgs(const char* what, const ScaleLayout& layout, const void* scratch,
@@ -187,24 +185,14 @@ Status workerEncode(const void* x, obcclDataType_t type, size_t n, const float* 
   return dispatchType(type, "workerEncode", [&](auto tag) -> Status {
     using T = decltype(tag);
     using S = typename T::Storage;
-    OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
     const S* xs = static_cast<const S*>(x);
     cudaStream_t st = asStream(stream);
     const bool vec = aligned(x, 4 * sizeof(S)) && aligned(e, 16);
-    if (vec && bits) {
-      workerEncodeKernel<T, true, true>
-          <<<grid, kThreads, 0, st>>>(xs, n, e, l, partials, out.nonFinite, bits);
-    } else if (vec) {
-      workerEncodeKernel<T, true, false>
-          <<<grid, kThreads, 0, st>>>(xs, n, e, l, partials, out.nonFinite, bits);
-    } else if (bits) {
-      workerEncodeKernel<T, false, true>
-          <<<grid, kThreads, 0, st>>>(xs, n, e, l, partials, out.nonFinite, bits);
-    } else {
-      workerEncodeKernel<T, false, false>
-          <<<grid, kThreads, 0, st>>>(xs, n, e, l, partials, out.nonFinite, bits);
-    }
-    OBCCL_TRY(launchStatus("workerEncodeKernel"));
+    auto kernel =
+        vec ? (bits ? workerEncodeKernel<T, true, true> : workerEncodeKernel<T, true, false>)
+            : (bits ? workerEncodeKernel<T, false, true> : workerEncodeKernel<T, false, false>);
+    OBCCL_TRY(launch(kernel, "workerEncodeKernel", kThreads, l.numTiles, kWarpsPerBlock, st, xs, n,
+                     e, l, partials, out.nonFinite, bits));
     return launchFinalize(partials, l, out, st);
   });
 }
@@ -224,20 +212,13 @@ Status workerUpdate(const void* x, obcclDataType_t type, size_t n, float* e,
   return dispatchType(type, "workerUpdate", [&](auto tag) -> Status {
     using T = decltype(tag);
     using S = typename T::Storage;
-    OBCCL_ASSIGN_OR_RETURN(unsigned grid, gridFor(l.numTiles, kWarpsPerBlock));
     const S* xs = static_cast<const S*>(x);
-    cudaStream_t st = asStream(stream);
     const bool vec = aligned(x, 4 * sizeof(S)) && aligned(e, 16);
-    if (vec && bits) {
-      workerUpdateKernel<T, true, true><<<grid, kThreads, 0, st>>>(xs, n, e, l, scales, bits);
-    } else if (vec) {
-      workerUpdateKernel<T, true, false><<<grid, kThreads, 0, st>>>(xs, n, e, l, scales, bits);
-    } else if (bits) {
-      workerUpdateKernel<T, false, true><<<grid, kThreads, 0, st>>>(xs, n, e, l, scales, bits);
-    } else {
-      workerUpdateKernel<T, false, false><<<grid, kThreads, 0, st>>>(xs, n, e, l, scales, bits);
-    }
-    return launchStatus("workerUpdateKernel");
+    auto kernel =
+        vec ? (bits ? workerUpdateKernel<T, true, true> : workerUpdateKernel<T, true, false>)
+            : (bits ? workerUpdateKernel<T, false, true> : workerUpdateKernel<T, false, false>);
+    return launch(kernel, "workerUpdateKernel", kThreads, l.numTiles, kWarpsPerBlock,
+                  asStream(stream), xs, n, e, l, scales, bits);
   });
 }
 
