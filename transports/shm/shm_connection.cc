@@ -218,11 +218,18 @@ Status ShmConnection::progress() {
   bool moved = advanceSends();
   moved |= advanceRecvs();
   if (!failed_.isOk()) return failed_;
-  if (moved || !busy()) return Status::ok();
-  return whenStuck();
+  // Still busy: arm the doorbell even after moving bytes, since the caller may sleep next.
+  if (busy()) return prepareToWait(moved);
+  // An idle connection may still hold a late doorbell byte; callers may poll it with others.
+  auto now = std::chrono::steady_clock::now();
+  if (now - lastDrain_ >= kDrainInterval) {
+    lastDrain_ = now;
+    bellIn_.drain();
+  }
+  return Status::ok();
 }
 
-Status ShmConnection::whenStuck() {
+Status ShmConnection::prepareToWait(bool moved) {
   // Raise the flags first, then look again: the peer either sees a flag or we see its bytes
   // (shm_ring.h). The doorbell is drained when a flag is raised anew and every millisecond, which
   // also notices a hang-up (a dead peer) promptly.
@@ -236,7 +243,7 @@ Status ShmConnection::whenStuck() {
     lastDrain_ = now;
     hungUp = !bellIn_.drain();
   }
-  bool moved = advanceSends();
+  moved |= advanceSends();
   moved |= advanceRecvs();
   if (!failed_.isOk() || moved) return failed_;
   return checkPeer(hungUp, now);

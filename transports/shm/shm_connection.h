@@ -61,8 +61,9 @@ class ShmConnection : public Connection {
   bool advanceSend(SendOp& op);
   bool advanceRecvs();
   bool advanceRecv(RecvOp& op);
-  // Called when nothing moved while requests are pending: arms the doorbell and checks the peer.
-  Status whenStuck();
+  // Called while requests are pending: arms the doorbell so that the caller may sleep on it, and
+  // checks on the peer when nothing moved.
+  Status prepareToWait(bool moved);
   Status checkPeer(bool hungUp, std::chrono::steady_clock::time_point now);
   // Publish written bytes / free read space, ringing the peer when it sleeps on them.
   void publishSends();
