@@ -397,6 +397,30 @@ TEST(ShmTransport, DoorbellWakesASleepingPeer) {
   EXPECT_LT(seconds, 5.0);
 }
 
+TEST(ShmTransport, DoorbellWakesWhenAReceiveOutlivesASend) {
+  // Each side posts its send and the receive of the reply together and sleeps as soon as the
+  // send is out: progress() moved bytes but must still leave the doorbell armed.
+  auto conns = connectFull(2);
+  constexpr int kRounds = 300;
+  auto start = std::chrono::steady_clock::now();
+  runRanks(2, [&](int r) {
+    Connection* c = conns[r][0].get();
+    uint64_t out = 0, in = 0;
+    for (int i = 0; i < kRounds; ++i) {
+      Request send, recv;
+      out = i * 2 + r;
+      FrameHeader h = makeHeader(i, sizeof(out));
+      ASSERT_TRUE(c->postSend(h, &out, &send).isOk());
+      ASSERT_TRUE(c->postRecv(&in, sizeof(in), &recv).isOk());
+      Status s = drive({c}, {&send, &recv}, /*spins=*/0, /*maxPollMs=*/10000);
+      ASSERT_TRUE(s.isOk()) << s.message();
+      ASSERT_EQ(in, static_cast<uint64_t>(i * 2 + 1 - r));
+    }
+  });
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 5.0);
+}
+
 TEST(ShmTransport, InvalidPeerListFailsEveryRank) {
   std::vector<Status> status;
   auto conns = connectAll(
