@@ -68,8 +68,10 @@ UcxConnection::UcxConnection(const UcxPeerParams& params, ucp_ep_h ep)
 }
 
 UcxConnection::~UcxConnection() {
-  teardown();
+  // Detached first: a closing connection is never processed, and its endpoint's late errors are
+  // dropped by the worker.
   worker_->detach(this);
+  teardown();
 }
 
 short UcxConnection::pollEvents() const { return POLLIN; }
@@ -82,7 +84,7 @@ void UcxConnection::postHandshake() {
   farewell_->inbox.resize(sizeof(Goodbye));
   farewell_->recv.recv(w, farewell_->inbox.data(), farewell_->inbox.size(),
                        makeTag(recvKey_, TagKind::kGoodbye, 0));
-  helloSend_.send(ep_, &helloOut_, sizeof(helloOut_), makeTag(sendKey_, TagKind::kHello, 0));
+  helloSend_.send(ep_.get(), &helloOut_, sizeof(helloOut_), makeTag(sendKey_, TagKind::kHello, 0));
 }
 
 Status UcxConnection::helloStatus() const {
@@ -103,12 +105,12 @@ Status UcxConnection::helloStatus() const {
 }
 
 void UcxConnection::describeLanes() {
-  if (ep_ == nullptr) return;
+  if (ep_.get() == nullptr) return;
   char* text = nullptr;
   size_t size = 0;
   FILE* stream = open_memstream(&text, &size);
   if (stream == nullptr) return;
-  ucp_ep_print_info(ep_, stream);
+  ucp_ep_print_info(ep_.get(), stream);
   std::fclose(stream);
   // Lines read "#   lane[0]:  1:tcp/eth0.0 md[1] -> ..."; keep "tcp/eth0" once per transport.
   std::istringstream lines(text ? text : "");
@@ -143,10 +145,11 @@ Status UcxConnection::postSend(const FrameHeader& header, const void* payload, R
   std::memcpy(static_cast<void*>(&op->header), &header, offsetof(FrameHeader, headerCrc));
   sealHeader(&op->header);
   *req = Request{};
-  op->headerMsg.send(ep_, &op->header, sizeof(FrameHeader),
+  op->headerMsg.send(ep_.get(), &op->header, sizeof(FrameHeader),
                      makeTag(sendKey_, TagKind::kHeader, op->seq));
   if (header.length > 0) {
-    op->payloadMsg.send(ep_, payload, header.length, makeTag(sendKey_, TagKind::kPayload, op->seq));
+    op->payloadMsg.send(ep_.get(), payload, header.length,
+                        makeTag(sendKey_, TagKind::kPayload, op->seq));
   }
   ops_.push_back(std::move(op));
   return Status::ok();
@@ -325,10 +328,9 @@ void UcxConnection::abortAll() {
   helloRecv_.cancel(w);
   // Sends cannot be cancelled one by one; a forced close completes them with an error, so no
   // request keeps using a caller's buffer after it is reported done.
-  if (ep_ != nullptr) {
+  if (ep_.get() != nullptr) {
     auto closing = std::make_unique<UcxWorker::Closing>();
-    closing->close.close(ep_, /*force=*/true);
-    ep_ = nullptr;
+    ep_.close(/*force=*/true, &closing->close);
     worker_->adoptClosing(std::move(closing));
   }
 }
@@ -362,21 +364,20 @@ void UcxConnection::teardown() {
     mine.push_back(&op->payloadMsg);
   }
   bool idle = ops_.empty() && helloSend_.done();
-  if (ep_ != nullptr) {
+  if (ep_.get() != nullptr) {
     if (failed_.isOk() && endpointError_ == UCS_OK && !peerGone_) {
       // The goodbye says which frames the peer can still expect from this side.
       Goodbye bye{kGoodbyeMagic, 0, firstIncompleteSend()};
       const auto* bytes = reinterpret_cast<const uint8_t*>(&bye);
       farewell_->message.assign(bytes, bytes + sizeof(bye));
-      farewell_->send.send(ep_, farewell_->message.data(), farewell_->message.size(),
+      farewell_->send.send(ep_.get(), farewell_->message.data(), farewell_->message.size(),
                            makeTag(sendKey_, TagKind::kGoodbye, 0));
     }
     // Graceful when idle, so the goodbye is flushed out. Forced when a request is pending, so
     // that UCX stops using the caller's buffers now rather than when the peer gets round to it;
     // the goodbye, queued behind those requests, then gets a short chance to leave first.
     if (!idle) waitAll({&farewell_->send}, Deadline::afterMs(kGoodbyeWaitMs));
-    farewell_->close.close(ep_, /*force=*/!idle);
-    ep_ = nullptr;
+    ep_.close(/*force=*/!idle, &farewell_->close);
   }
   worker_->adoptClosing(std::move(farewell_));
   if (idle) return;

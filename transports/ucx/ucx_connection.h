@@ -52,7 +52,7 @@ class UcxConnection final : public Connection, public WorkerClient {
 
   void processOps() override;
   bool hasPendingOps() const override { return !ops_.empty() || !helloDone(); }
-  ucp_ep_h endpoint() const override { return ep_; }
+  ucp_ep_h endpoint() const override { return ep_.get(); }
   void onEndpointError(ucs_status_t status) override;
 
   // Connect-time handshake: done once the peer's hello arrived and ours left.
@@ -94,7 +94,7 @@ class UcxConnection final : public Connection, public WorkerClient {
   uint64_t commId_;
   TagKey sendKey_;
   TagKey recvKey_;
-  ucp_ep_h ep_;
+  UcxEndpoint ep_;
   std::string describe_;
 
   std::list<std::unique_ptr<FrameOp>> ops_;

@@ -73,4 +73,16 @@ void UcxRequest::cancel(ucp_worker_h worker) {
   if (request_ != nullptr && isRecv_) ucp_request_cancel(worker, request_);
 }
 
+UcxEndpoint::~UcxEndpoint() {
+  if (ep_ == nullptr) return;
+  UcxRequest req;
+  close(/*force=*/true, &req);
+}
+
+void UcxEndpoint::close(bool force, UcxRequest* req) {
+  if (ep_ == nullptr) return;
+  req->close(ep_, force);
+  ep_ = nullptr;
+}
+
 }  // namespace obccl::transport::ucx

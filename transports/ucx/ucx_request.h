@@ -1,5 +1,6 @@
-// One UCX tagged operation in flight, owned: the request handle until it completes, then its
-// final status (and, for a receive, the sender's length).
+// Owners of UCX operations and endpoints: a UcxRequest holds one operation in flight (the
+// request handle until it completes, then its final status and, for a receive, the sender's
+// length); a UcxEndpoint holds a ucp_ep_h until it is closed.
 #pragma once
 
 #include <ucp/api/ucp.h>
@@ -44,6 +45,24 @@ class UcxRequest {
   bool isRecv_ = false;
   ucs_status_t status_ = UCS_OK;
   size_t length_ = 0;
+};
+
+class UcxEndpoint {
+ public:
+  UcxEndpoint() = default;
+  explicit UcxEndpoint(ucp_ep_h ep) : ep_(ep) {}
+  // An endpoint nobody closed is force-closed here, the close request handed back to UCX.
+  ~UcxEndpoint();
+  UcxEndpoint(const UcxEndpoint&) = delete;
+  UcxEndpoint& operator=(const UcxEndpoint&) = delete;
+
+  ucp_ep_h get() const { return ep_; }
+  // Starts closing (force: without the peer's cooperation, failing pending sends) into req,
+  // which completes once UCX has released the endpoint; get() is nullptr from now on.
+  void close(bool force, UcxRequest* req);
+
+ private:
+  ucp_ep_h ep_ = nullptr;
 };
 
 }  // namespace obccl::transport::ucx
