@@ -126,6 +126,7 @@ static int demoCompressed(void) {
 }
 
 int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* lines appear as they happen, also through a pipe */
   CHECK(obcclCommInitFromEnv(&comm, NULL));
   CHECK(obcclCommUserRank(comm, &rank));
   CHECK(obcclCommCount(comm, &nranks));

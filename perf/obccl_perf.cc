@@ -124,6 +124,7 @@ Args parseArgs(int argc, char** argv) {
     }
   }
   if (a.maxBytes < a.minBytes) usageError("-e is smaller than -b");
+  if (a.op == obcclAvg && !isFloat(a.type)) usageError("-o avg needs a floating-point datatype");
   if (a.coll == Coll::kCompressed && a.type != obcclFloat32 && a.type != obcclFloat16 &&
       a.type != obcclBfloat16)
     usageError("compressed_allreduce takes float, half or bfloat16");
