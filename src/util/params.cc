@@ -31,8 +31,9 @@ const std::vector<ParamInfo>& registry() {
       {"OBCCL_BOOTSTRAP_HANDSHAKE_MS", ParamType::kInt, "2000",
        "A connection to a bootstrap root or tcp listener that stalls this long before it has "
        "authenticated is dropped (strangers cannot hold a listener)."},
-      {"OBCCL_SOCKET_BUFFER_BYTES", ParamType::kInt, "0",
-       "SO_SNDBUF/SO_RCVBUF for tcp transport sockets; 0 keeps the kernel's autotuning."},
+      {"OBCCL_SOCKET_BUFFER_BYTES", ParamType::kInt, "4194304",
+       "SO_SNDBUF/SO_RCVBUF for tcp transport sockets; skipped when net.core.rmem_max/wmem_max "
+       "is smaller, 0 keeps the kernel's autotuning (better on long fat links)."},
       {"OBCCL_SOCKET_FAMILY", ParamType::kString, "",
        "Restrict interface addresses to AF_INET or AF_INET6."},
       {"OBCCL_ALLREDUCE_SMALL_BYTES", ParamType::kInt, "65536",
