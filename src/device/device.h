@@ -168,7 +168,8 @@ Status workerUpdate(const void* x, obcclDataType_t type, size_t n, float* e,
 Status serverNorm(const RankPacked& in, const float* s, const ScaleLayout& layout, void* scratch,
                   size_t scratchBytes, const NormOutputs& out, void* stream);
 // Server pass 2: recomputes z; writes its packed signs (layout.count / 8 bytes) when `bits` is not
-// null and s_k = z_k - b*sigma(z_k) into sOut when it is not null (sOut may equal s).
+// null and s_k = z_k - b*sigma(z_k) into sOut when it is not null (sOut equals s or does not
+// overlap it).
 Status serverEncode(const RankPacked& in, const float* s, const ScaleLayout& layout,
                     const float* scales, uint8_t* bits, float* sOut, void* stream);
 

@@ -23,6 +23,9 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr size_t kSpanElems = 4 * kWarpSize;
 constexpr int kTileSpans = 16;
 constexpr size_t kTileElems = kSpanElems * kTileSpans;
+// Spans whose loads a lane issues together before using them (memory-level parallelism).
+constexpr int kBatch = 4;
+static_assert(kTileSpans % kBatch == 0, "a tile is a whole number of batches");
 
 // Element types of x and y. Storage is what lives in memory.
 struct F32 {
@@ -76,25 +79,33 @@ __device__ __forceinline__ float fromFloat(F32, float v) { return v; }
 __device__ __forceinline__ uint16_t fromFloat(F16, float v) { return halfFromFloat(v); }
 __device__ __forceinline__ uint16_t fromFloat(BF16, float v) { return bf16FromFloat(v); }
 
+// Loads elements [i, i+4) of x with one 16-byte (fp32) or 8-byte (16-bit) load; x + i must be
+// aligned for it and all four elements valid.
+template <class T>
+__device__ __forceinline__ void loadQuadVec(const typename T::Storage* __restrict__ x, size_t i,
+                                            float out[4]) {
+  if constexpr (sizeof(typename T::Storage) == 4) {
+    float4 v = *reinterpret_cast<const float4*>(x + i);
+    out[0] = v.x;
+    out[1] = v.y;
+    out[2] = v.z;
+    out[3] = v.w;
+  } else {
+    uint2 v = *reinterpret_cast<const uint2*>(x + i);
+    out[0] = toFloat(T{}, static_cast<uint16_t>(v.x & 0xffffu));
+    out[1] = toFloat(T{}, static_cast<uint16_t>(v.x >> 16));
+    out[2] = toFloat(T{}, static_cast<uint16_t>(v.y & 0xffffu));
+    out[3] = toFloat(T{}, static_cast<uint16_t>(v.y >> 16));
+  }
+}
+
 // Loads elements [i, i+4) of x, of which those below n are valid; returns how many are valid.
-// kVec: x is aligned for one 16-byte (fp32) or 8-byte (16-bit) load per quad.
+// kVec: x is aligned for one vector load per quad.
 template <class T, bool kVec>
 __device__ __forceinline__ int loadQuad(const typename T::Storage* __restrict__ x, size_t i,
                                         size_t n, float out[4]) {
   if (kVec && i + 4 <= n) {
-    if constexpr (sizeof(typename T::Storage) == 4) {
-      float4 v = *reinterpret_cast<const float4*>(x + i);
-      out[0] = v.x;
-      out[1] = v.y;
-      out[2] = v.z;
-      out[3] = v.w;
-    } else {
-      uint2 v = *reinterpret_cast<const uint2*>(x + i);
-      out[0] = toFloat(T{}, static_cast<uint16_t>(v.x & 0xffffu));
-      out[1] = toFloat(T{}, static_cast<uint16_t>(v.x >> 16));
-      out[2] = toFloat(T{}, static_cast<uint16_t>(v.y & 0xffffu));
-      out[3] = toFloat(T{}, static_cast<uint16_t>(v.y >> 16));
-    }
+    loadQuadVec<T>(x, i, out);
     return 4;
   }
   int valid = 0;
@@ -202,6 +213,13 @@ __device__ __forceinline__ Tile tileAt(const KLayout& l, size_t t) {
   r.start = start < segEnd ? start : segEnd;
   r.end = start + kTileElems < segEnd ? start + kTileElems : segEnd;
   return r;
+}
+
+// True when spans [s0, s0 + kBatch) of the tile are whole and end at or below `limit`: the fast
+// path needs no bounds checks. Warp-uniform.
+__device__ __forceinline__ bool batchIsFull(const Tile& tile, int s0, size_t limit) {
+  size_t end = tile.start + (s0 + kBatch) * kSpanElems;
+  return end <= tile.end && end <= limit;
 }
 
 __device__ __forceinline__ size_t scaleLenAt(const KLayout& l, size_t scale) {

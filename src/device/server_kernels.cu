@@ -32,20 +32,57 @@ __device__ __forceinline__ unsigned quadNibble(const uint8_t* chunk, size_t i) {
   return (i & 4) ? (byte & 0xfu) : (byte >> 4);
 }
 
-template <bool kVec>
-__device__ __forceinline__ void serverZ(const KRanks& in, const float* s, size_t i, size_t block,
-                                        float z[4]) {
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int r = 0; r < in.nranks; ++r) {
-    unsigned nib = quadNibble(in.bits + r * in.bitsStride, i);
-    float a = rankScale(in, r, block);
+constexpr int kRankGroup = 4;
+
+// acc[j] += a * sigma_j for the quad's sign nibble (bit 3-j is element j; 1 means +1).
+__device__ __forceinline__ void addSigned(float acc[4], unsigned nib, float a) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) acc[j] = __fadd_rn(acc[j], ((nib >> (3 - j)) & 1u) ? a : -a);
+  for (int j = 0; j < 4; ++j) acc[j] = __fadd_rn(acc[j], ((nib >> (3 - j)) & 1u) ? a : -a);
+}
+
+// z for kCount spans starting at elements i0, i0 + kSpanElems, ... (all valid): the s loads and,
+// rank by rank, the packed-sign loads of every span are issued before they are used.
+template <int kCount, bool kVec>
+__device__ __forceinline__ void serverZ(const KRanks& in, const float* __restrict__ s, size_t i0,
+                                        size_t block, float z[][4]) {
+  float acc[kCount][4];
+  float sv[kCount][4];
+#pragma unroll
+  for (int b = 0; b < kCount; ++b) {
+    loadF32Quad<kVec>(s, i0 + b * kSpanElems, sv[b]);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[b][j] = 0.0f;
   }
-  float sv[4];
-  loadF32Quad<kVec>(s, i, sv);
+  // Ranks in groups of kRankGroup: the group's sign loads are all in flight before the (rank
+  // ordered) additions that use them.
+  int r = 0;
+  for (; r + kRankGroup <= in.nranks; r += kRankGroup) {
+    unsigned nib[kRankGroup][kCount];
+    float a[kRankGroup];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) z[j] = __fadd_rn(__fmul_rn(acc[j], in.invn), sv[j]);
+    for (int q = 0; q < kRankGroup; ++q) {
+      const uint8_t* chunk = in.bits + (r + q) * in.bitsStride;
+      a[q] = rankScale(in, r + q, block);
+#pragma unroll
+      for (int b = 0; b < kCount; ++b) nib[q][b] = quadNibble(chunk, i0 + b * kSpanElems);
+    }
+#pragma unroll
+    for (int q = 0; q < kRankGroup; ++q) {
+#pragma unroll
+      for (int b = 0; b < kCount; ++b) addSigned(acc[b], nib[q][b], a[q]);
+    }
+  }
+  for (; r < in.nranks; ++r) {
+    const uint8_t* chunk = in.bits + r * in.bitsStride;
+    const float a = rankScale(in, r, block);
+#pragma unroll
+    for (int b = 0; b < kCount; ++b) addSigned(acc[b], quadNibble(chunk, i0 + b * kSpanElems), a);
+  }
+#pragma unroll
+  for (int b = 0; b < kCount; ++b) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) z[b][j] = __fadd_rn(__fmul_rn(acc[b][j], in.invn), sv[b][j]);
+  }
 }
 
 template <bool kVec>
@@ -57,14 +94,26 @@ __global__ void __launch_bounds__(kThreads)
   for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
     const Tile tile = tileAt(l, t);
     double acc = 0.0;
-#pragma unroll 4
-    for (int sp = 0; sp < kTileSpans; ++sp) {
-      size_t i = tile.start + sp * kSpanElems + lane * 4;
-      if (i < tile.end) {
-        float z[4];
-        serverZ<kVec>(in, s, i, tile.block, z);
+    for (int s0 = 0; s0 < kTileSpans; s0 += kBatch) {
+      const size_t base = tile.start + s0 * kSpanElems + lane * 4;
+      if (batchIsFull(tile, s0, tile.end)) {
+        float z[kBatch][4];
+        serverZ<kBatch, kVec>(in, s, base, tile.block, z);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc = __dadd_rn(acc, __dmul_rn(z[j], z[j]));
+        for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc = __dadd_rn(acc, __dmul_rn(z[b][j], z[b][j]));
+        }
+      } else {
+        for (int b = 0; b < kBatch; ++b) {
+          size_t i = base + b * kSpanElems;
+          if (i < tile.end) {
+            float z[1][4];
+            serverZ<1, kVec>(in, s, i, tile.block, z);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc = __dadd_rn(acc, __dmul_rn(z[0][j], z[0][j]));
+          }
+        }
       }
     }
     acc = warpSum(acc);
@@ -72,32 +121,66 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// s and sOut may be the same buffer: each element is read and then written by one lane.
+// Server pass 2, one span: the new s and the packed signs of z.
 template <bool kVec, bool kBits, bool kS>
+__device__ __forceinline__ void serverEncodeSpan(size_t i, bool active, const float z[4], float b,
+                                                 uint8_t* __restrict__ bits,
+                                                 float* __restrict__ sOut) {
+  if (kS && active) {
+    float ns[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) ns[j] = __fsub_rn(z[j], z[j] < 0.0f ? -b : b);
+    storeF32Quad<kVec>(sOut, i, ns);
+  }
+  if (kBits) storeSignByte(bits, i, active, signNibble(z));
+}
+
+// kInPlace reads s through sOut, so the compiler still sees one restrict pointer and may hoist
+// the loads of later spans above the stores of earlier ones (they never overlap).
+template <bool kVec, bool kBits, bool kS, bool kInPlace>
 __global__ void __launch_bounds__(kThreads)
-    serverEncodeKernel(KRanks in, const float* s, KLayout l, const float* __restrict__ scales,
-                       uint8_t* __restrict__ bits, float* sOut) {
+    serverEncodeKernel(KRanks in, const float* __restrict__ s, KLayout l,
+                       const float* __restrict__ scales, uint8_t* __restrict__ bits,
+                       float* __restrict__ sOut) {
+  const float* sIn = kInPlace ? sOut : s;
   const int lane = threadIdx.x % kWarpSize;
   for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
     const Tile tile = tileAt(l, t);
     const float b = scales[tile.scale];
-#pragma unroll 4
-    for (int sp = 0; sp < kTileSpans; ++sp) {
-      size_t i = tile.start + sp * kSpanElems + lane * 4;
-      bool active = i < tile.end;
-      float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (active) {
-        serverZ<kVec>(in, s, i, tile.block, z);
-        if (kS) {
-          float ns[4];
+    for (int s0 = 0; s0 < kTileSpans; s0 += kBatch) {
+      const size_t base = tile.start + s0 * kSpanElems + lane * 4;
+      if (batchIsFull(tile, s0, tile.end)) {
+        float z[kBatch][4];
+        serverZ<kBatch, kVec>(in, sIn, base, tile.block, z);
 #pragma unroll
-          for (int j = 0; j < 4; ++j) ns[j] = __fsub_rn(z[j], z[j] < 0.0f ? -b : b);
-          storeF32Quad<kVec>(sOut, i, ns);
+        for (int k = 0; k < kBatch; ++k) {
+          serverEncodeSpan<kVec, kBits, kS>(base + k * kSpanElems, true, z[k], b, bits, sOut);
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          size_t i = base + k * kSpanElems;
+          bool active = i < tile.end;
+          float z[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+          if (active) serverZ<1, kVec>(in, sIn, i, tile.block, z);
+          serverEncodeSpan<kVec, kBits, kS>(i, active, z[0], b, bits, sOut);
         }
       }
-      if (kBits) storeSignByte(bits, i, active, signNibble(z));
     }
   }
+}
+
+using ServerEncodeFn = void (*)(KRanks, const float*, KLayout, const float*, uint8_t*, float*);
+
+template <bool kVec>
+ServerEncodeFn pickServerEncode(bool bits, bool sOut, bool inPlace) {
+  if (bits && sOut) {
+    return inPlace ? serverEncodeKernel<kVec, true, true, true>
+                   : serverEncodeKernel<kVec, true, true, false>;
+  }
+  if (bits) return serverEncodeKernel<kVec, true, false, false>;
+  return inPlace ? serverEncodeKernel<kVec, false, true, true>
+                 : serverEncodeKernel<kVec, false, true, false>;
 }
 
 template <class T, bool kVec>
@@ -178,14 +261,9 @@ Status serverEncode(const RankPacked& in, const float* s, const ScaleLayout& lay
   OBCCL_ASSIGN_OR_RETURN(KRanks k, resolveRanks("serverEncode", in, layout));
   const KLayout l = makeKLayout(layout);
   const bool vec = aligned(s, 16) && aligned(sOut, 16);
-  void (*kernel)(KRanks, const float*, KLayout, const float*, uint8_t*, float*) = nullptr;
-  if (bits && sOut) {
-    kernel = vec ? serverEncodeKernel<true, true, true> : serverEncodeKernel<false, true, true>;
-  } else if (bits) {
-    kernel = vec ? serverEncodeKernel<true, true, false> : serverEncodeKernel<false, true, false>;
-  } else {
-    kernel = vec ? serverEncodeKernel<true, false, true> : serverEncodeKernel<false, false, true>;
-  }
+  const bool inPlace = sOut == s;
+  ServerEncodeFn kernel = vec ? pickServerEncode<true>(bits, sOut, inPlace)
+                              : pickServerEncode<false>(bits, sOut, inPlace);
   return launch(kernel, "serverEncodeKernel", kThreads, l.numTiles, kWarpsPerBlock,
                 asStream(stream), k, s, l, scales, bits, sOut);
 }

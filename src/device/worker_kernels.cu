@@ -30,7 +30,28 @@ __device__ __forceinline__ void workerU(const typename T::Storage* __restrict__ 
   for (int j = 0; j < 4; ++j) u[j] = j < valid ? __fadd_rn(xv[j], ev[j]) : ev[j];
 }
 
-// Pass 1: per-tile partial sums of u^2 and, when kBits, the packed signs of u.
+// Pass 1, one span: adds u^2 to acc in element order and stores the packed signs when kBits.
+template <class T, bool kVec, bool kBits>
+__device__ __forceinline__ void encodeSpan(const typename T::Storage* __restrict__ x, size_t n,
+                                           const float* __restrict__ e, size_t i, bool active,
+                                           const float* uFast, double& acc, uint8_t* bits) {
+  float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (uFast != nullptr) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) u[j] = uFast[j];
+  } else if (active) {
+    workerU<T, kVec>(x, n, e, i, u);
+  }
+  if (active) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc = __dadd_rn(acc, __dmul_rn(u[j], u[j]));
+  }
+  if (kBits) storeSignByte(bits, i, active, signNibble(u));
+}
+
+// Pass 1: per-tile partial sums of u^2 and, when kBits, the packed signs of u. Whole batches of
+// spans load x and e for kBatch spans before using them; the summation order is the same on
+// both paths.
 template <class T, bool kVec, bool kBits>
 __global__ void __launch_bounds__(kThreads)
     workerEncodeKernel(const typename T::Storage* __restrict__ x, size_t n,
@@ -42,21 +63,46 @@ __global__ void __launch_bounds__(kThreads)
   for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
     const Tile tile = tileAt(l, t);
     double acc = 0.0;
-#pragma unroll 4
-    for (int s = 0; s < kTileSpans; ++s) {
-      size_t i = tile.start + s * kSpanElems + lane * 4;
-      bool active = i < tile.end;
-      float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (active) {
-        workerU<T, kVec>(x, n, e, i, u);
+    for (int s0 = 0; s0 < kTileSpans; s0 += kBatch) {
+      const size_t base = tile.start + s0 * kSpanElems + lane * 4;
+      if (kVec && batchIsFull(tile, s0, n)) {
+        float xv[kBatch][4], ev[kBatch][4];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc = __dadd_rn(acc, __dmul_rn(u[j], u[j]));
+        for (int b = 0; b < kBatch; ++b) {
+          loadQuadVec<T>(x, base + b * kSpanElems, xv[b]);
+          loadF32Quad<true>(e, base + b * kSpanElems, ev[b]);
+        }
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          float u[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) u[j] = __fadd_rn(xv[b][j], ev[b][j]);
+          encodeSpan<T, kVec, kBits>(x, n, e, base + b * kSpanElems, true, u, acc, bits);
+        }
+      } else {
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          size_t i = base + b * kSpanElems;
+          encodeSpan<T, kVec, kBits>(x, n, e, i, i < tile.end, nullptr, acc, bits);
+        }
       }
-      if (kBits) storeSignByte(bits, i, active, signNibble(u));
     }
     acc = warpSum(acc);
     if (lane == 0) partials[t] = acc;
   }
+}
+
+// Pass 2, one span: e = u - a*sigma(u) and the packed signs when kBits.
+template <bool kVec, bool kBits>
+__device__ __forceinline__ void updateSpan(float* __restrict__ e, size_t i, bool active,
+                                           const float u[4], float a, uint8_t* bits) {
+  if (active) {
+    float ne[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) ne[j] = __fsub_rn(u[j], u[j] < 0.0f ? -a : a);
+    storeF32Quad<kVec>(e, i, ne);
+  }
+  if (kBits) storeSignByte(bits, i, active, signNibble(u));
 }
 
 // Pass 2: e = u - a*sigma(u) in place and, when kBits, the packed signs of u.
@@ -68,19 +114,32 @@ __global__ void __launch_bounds__(kThreads)
   for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
     const Tile tile = tileAt(l, t);
     const float a = scales[tile.scale];
-#pragma unroll 4
-    for (int s = 0; s < kTileSpans; ++s) {
-      size_t i = tile.start + s * kSpanElems + lane * 4;
-      bool active = i < tile.end;
-      float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (active) {
-        workerU<T, kVec>(x, n, e, i, u);
-        float ne[4];
+    for (int s0 = 0; s0 < kTileSpans; s0 += kBatch) {
+      const size_t base = tile.start + s0 * kSpanElems + lane * 4;
+      if (kVec && batchIsFull(tile, s0, n)) {
+        float xv[kBatch][4], ev[kBatch][4];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) ne[j] = __fsub_rn(u[j], u[j] < 0.0f ? -a : a);
-        storeF32Quad<kVec>(e, i, ne);
+        for (int b = 0; b < kBatch; ++b) {
+          loadQuadVec<T>(x, base + b * kSpanElems, xv[b]);
+          loadF32Quad<true>(e, base + b * kSpanElems, ev[b]);
+        }
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          float u[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) u[j] = __fadd_rn(xv[b][j], ev[b][j]);
+          updateSpan<true, kBits>(e, base + b * kSpanElems, true, u, a, bits);
+        }
+      } else {
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          size_t i = base + b * kSpanElems;
+          bool active = i < tile.end;
+          float u[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          if (active) workerU<T, kVec>(x, n, e, i, u);
+          updateSpan<kVec, kBits>(e, i, active, u, a, bits);
+        }
       }
-      if (kBits) storeSignByte(bits, i, active, signNibble(u));
     }
   }
 }
