@@ -71,8 +71,17 @@ struct CommStats {
 };
 
 // Scratch buffers owned by the communicator, reused across operations. Core collectives use the
-// kScratchCore* slots; code that calls core collectives inside its own op uses kScratchUser*.
-enum ScratchSlot { kScratchCore0 = 0, kScratchCore1, kScratchUser0, kScratchUser1, kScratchSlots };
+// kScratchCore* slots; code that calls core collectives inside its own op uses kScratchUser*;
+// the compressed allreduce keeps its frames in kScratchCompressed (so a schedule may call it on a
+// buffer held in a user slot).
+enum ScratchSlot {
+  kScratchCore0 = 0,
+  kScratchCore1,
+  kScratchUser0,
+  kScratchUser1,
+  kScratchCompressed,
+  kScratchSlots
+};
 
 class Comm {
  public:
