@@ -19,8 +19,8 @@ const size_t kCounts[] = {1, 7, 16, 1000, 4097, 262147};
 
 std::string describe(int n, int block, size_t count, obcclDataType_t dt, bool inPlace, int call) {
   return std::to_string(n) + " ranks, block " + std::to_string(block) + ", count " +
-         std::to_string(count) + ", " + floatTypeName(dt) + (inPlace ? ", in place" : "") + ", call " +
-         std::to_string(call);
+         std::to_string(count) + ", " + floatTypeName(dt) + (inPlace ? ", in place" : "") +
+         ", call " + std::to_string(call);
 }
 
 bool allSucceeded(const std::vector<obcclResult_t>& rcs, const std::vector<std::string>& msgs,
