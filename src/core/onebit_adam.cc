@@ -165,7 +165,7 @@ Status OnebitAdam::warmupStep(float* params, const float* localGrads, const Upda
   // Every rank holds the same average, so a non-finite local gradient anywhere (it makes the
   // average non-finite) is seen by all ranks at once: the skip needs no extra message.
   if (!allFinite(g, count_)) {
-    skip(localGrads, "the averaged gradient");
+    skip(localGrads, "the averaged gradient is not finite");
     return Status::ok();
   }
   warmupUpdate(params, m_.data(), v_.data(), g, count_, c);
@@ -180,7 +180,7 @@ Status OnebitAdam::compressedStep(float* params, const float* localGrads, const 
   momentumBlend(scratch_.data(), m_.data(), localGrads, count_, c.beta1);
   if (reducer_->size() == 1) {
     if (!allFinite(scratch_.data(), count_)) {
-      skip(localGrads, "the momentum");
+      skip(localGrads, "the momentum is not finite");
       return Status::ok();
     }
   } else {
@@ -190,7 +190,7 @@ Status OnebitAdam::compressedStep(float* params, const float* localGrads, const 
     // The compressed allreduce fails with obcclInvalidArgument on every rank, error buffers
     // unchanged, exactly when some rank's input is non-finite: that is the skip consensus.
     if (s.code() == obcclInvalidArgument) {
-      skip(localGrads, "the compressed momentum (" + s.message() + ")");
+      skip(localGrads, s.message());
       return Status::ok();
     }
     OBCCL_TRY(s);
@@ -212,8 +212,8 @@ void OnebitAdam::skip(const float* localGrads, const std::string& where) {
                step_ + 1, bad, static_cast<double>(localGrads[bad]), skipped_);
   else
     OBCCL_WARN(kSubsysOptim,
-               "1-bit Adam step %lld skipped on every rank: %s is not finite because of another "
-               "rank's gradient (%lld skipped so far)",
+               "1-bit Adam step %lld skipped on every rank: another rank's data is not finite "
+               "(%s; %lld skipped so far)",
                step_ + 1, where.c_str(), skipped_);
 }
 

@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "core/comm.h"
+#include "core/compressed_allreduce.h"
 #include "core/onebit_adam.h"
 
 namespace obccl::optim {
@@ -18,14 +19,16 @@ class CommReducer : public Reducer {
     return comm_->allReduce(data, data, count, obcclFloat32, obcclAvg);
   }
 
-  // Until the compressed allreduce is part of the build, the helper can only run its warmup.
   Status errorCounts(size_t count, size_t* worker, size_t* server) override {
-    *worker = 0;
-    *server = 0;
-    return Status::ok();
+    return core::compressedErrorCounts(*comm_, count, worker, server);
   }
-  Status compressedAllReduce(float*, size_t, float*, float*) override {
-    return internalError("this build has no compressed allreduce (core/compressed_allreduce.h)");
+
+  // Fails with obcclInvalidArgument on every rank, error buffers untouched and the communicator
+  // still usable, when some rank's data is non-finite: the helper's skip consensus.
+  Status compressedAllReduce(float* data, size_t count, float* workerError,
+                             float* serverError) override {
+    return core::compressedAllReduce(*comm_, data, data, count, obcclFloat32, workerError,
+                                     serverError);
   }
 
  private:
