@@ -10,7 +10,7 @@ def unique_id():
     """A fresh communicator id (128 bytes) from rank 0's process; share it with every rank."""
     uid = _lib.UniqueId()
     call("obcclGetUniqueId", ctypes.byref(uid))
-    return bytes(uid.internal)
+    return ctypes.string_at(ctypes.addressof(uid), _lib.UNIQUE_ID_BYTES)
 
 
 def _op_code(op):
@@ -33,7 +33,7 @@ class Comm:
                     _lib.UNIQUE_ID_BYTES:
                 raise ValueError(f"unique_id must be {_lib.UNIQUE_ID_BYTES} bytes")
             uid = _lib.UniqueId()
-            ctypes.memmove(uid.internal, bytes(unique_id), _lib.UNIQUE_ID_BYTES)
+            ctypes.memmove(ctypes.addressof(uid), bytes(unique_id), _lib.UNIQUE_ID_BYTES)
             cfg = _lib.Config.make(timeout_ms, transports, compress_block)
             call("obcclCommInitRankConfig", ctypes.byref(self._h), int(world_size), uid,
                  int(rank), ctypes.byref(cfg))

