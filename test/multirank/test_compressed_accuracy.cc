@@ -28,7 +28,7 @@ double relativeError(const std::vector<double>& got, const std::vector<double>& 
 }
 
 Accuracy measure(int n, int block, bool heterogeneous, size_t count, int calls) {
-  World w = makeCompressedWorld(n, "shm", block);
+  World w = makeCompressedWorld(n, kAnyTransport, block);
   EXPECT_TRUE(w.ok()) << w.error;
   if (!w.ok()) return {};
   CompressedBuffers b = makeBuffers(w, obcclFloat32, count);

@@ -28,7 +28,7 @@ bool bitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
 void checkAgreedFailure(int n, int block, size_t count,
                         const std::function<void(CompressedBuffers*)>& plant,
                         const std::string& wantInMessage) {
-  World w = makeCompressedWorld(n, "shm", block, 2048);
+  World w = makeCompressedWorld(n, kAnyTransport, block, 2048);
   ASSERT_TRUE(w.ok()) << w.error;
   std::mt19937_64 rng(77);
   CompressedBuffers b = makeBuffers(w, obcclFloat32, count);
@@ -105,7 +105,7 @@ TEST(CompressedErrors, NaNInServerErrorFails) {
 }
 
 TEST(CompressedErrors, ArgumentsAreChecked) {
-  World w = makeCompressedWorld(1, "shm", 0);
+  World w = makeCompressedWorld(1, kAnyTransport, 0);
   ASSERT_TRUE(w.ok()) << w.error;
   std::vector<float> x(100, 1.0f), y(100), e(104, 0.0f), s(104, 0.0f);
   size_t nw = 0, ns = 0;
@@ -142,7 +142,7 @@ TEST(CompressedErrors, ArgumentsAreChecked) {
 }
 
 TEST(CompressedErrors, ErrorCountsPadToEightPerRank) {
-  World w = makeCompressedWorld(3, "shm", 0);
+  World w = makeCompressedWorld(3, kAnyTransport, 0);
   ASSERT_TRUE(w.ok()) << w.error;
   for (size_t count : {1, 24, 25, 1000}) {
     size_t nw = 0, ns = 0;
@@ -154,7 +154,7 @@ TEST(CompressedErrors, ErrorCountsPadToEightPerRank) {
 }
 
 TEST(CompressedErrors, SignedZerosGivePositiveZeroAndOrderIsKept) {
-  World w = makeCompressedWorld(2, "shm", 0);
+  World w = makeCompressedWorld(2, kAnyTransport, 0);
   ASSERT_TRUE(w.ok()) << w.error;
   CompressedBuffers b = makeBuffers(w, obcclFloat32, 37);
   for (int r = 0; r < 2; ++r)
@@ -183,7 +183,7 @@ TEST(CompressedErrors, RanksDisagreeingOnTheBlockFailInsteadOfHanging) {
   ASSERT_EQ(obcclGetUniqueId(&id), obcclSuccess);
   std::vector<obcclComm_t> comms(2, nullptr);
   auto rcs = runRanks<obcclResult_t>(2, [&](int r) {
-    obcclConfig_t cfg = makeConfig("shm", 10000);
+    obcclConfig_t cfg = makeConfig(kAnyTransport, 10000);
     cfg.compressBlock = r == 0 ? 0 : 256;
     return obcclCommInitRankConfig(&comms[r], 2, id, r, &cfg);
   });

@@ -15,6 +15,10 @@
 
 namespace obccl_test {
 
+// The default transport order (shm, ucx, tcp: the first that connects), for tests about the
+// arithmetic rather than a transport.
+constexpr const char* kAnyTransport = nullptr;
+
 // n communicators over `transports` with config->compressBlock = block; segmentBytes > 0 sets
 // OBCCL_SEGMENT_BYTES while the communicators initialise.
 inline World makeCompressedWorld(int n, const char* transports, int block,

@@ -13,7 +13,7 @@ namespace {
 
 // Largest |lhs - rhs| of the identity over `calls` calls, with fresh random inputs each call.
 double identityDefect(int n, int block, size_t count, int calls, double* magnitude) {
-  World w = makeCompressedWorld(n, "shm", block);
+  World w = makeCompressedWorld(n, kAnyTransport, block);
   EXPECT_TRUE(w.ok()) << w.error;
   if (!w.ok()) return INFINITY;
   CompressedBuffers b = makeBuffers(w, obcclFloat32, count);

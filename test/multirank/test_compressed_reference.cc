@@ -107,7 +107,7 @@ TEST_P(CompressedReference, MatchesTheExactSimulationBitForBit) {
   std::mt19937_64 rng(1000 + n);
   // Default frames; blocks of 256 with 8 blocks per frame; the paper's scheme over many frames.
   for (WorldConfig cfg : {WorldConfig{0, 0}, WorldConfig{256, 8192}, WorldConfig{0, 4096}}) {
-    World w = makeCompressedWorld(n, "shm", cfg.block, cfg.segmentBytes);
+    World w = makeCompressedWorld(n, kAnyTransport, cfg.block, cfg.segmentBytes);
     ASSERT_TRUE(w.ok()) << w.error;
     int variant = 0;
     for (size_t count : kCounts) {
@@ -156,7 +156,7 @@ void checkAgainstDeepSpeed(World& w, size_t count, std::mt19937_64& rng) {
 TEST_P(CompressedReference, AgreesWithDeepSpeedsSimulation) {
   const int n = GetParam();
   std::mt19937_64 rng(2000 + n);
-  World w = makeCompressedWorld(n, "shm", 0);
+  World w = makeCompressedWorld(n, kAnyTransport, 0);
   ASSERT_TRUE(w.ok()) << w.error;
   for (size_t count : kCounts) {
     checkAgainstDeepSpeed(w, count, rng);
