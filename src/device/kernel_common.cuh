@@ -304,7 +304,11 @@ Status launch(void (*kernel)(Params...), const char* name, int threads, size_t w
               size_t unitsPerBlock, cudaStream_t stream, Args... args) {
   OBCCL_ASSIGN_OR_RETURN(
       unsigned grid, gridFor(reinterpret_cast<const void*>(kernel), threads, work, unitsPerBlock));
+#if defined(OBCCL_DEVICE_EMULATION)  // host emulation, to check kernel logic without a GPU
+  obccl_emu::launch(grid, static_cast<unsigned>(threads), [=] { kernel(args...); });
+#else
   kernel<<<grid, threads, 0, stream>>>(args...);
+#endif
   return launchStatus(name);
 }
 
