@@ -35,10 +35,11 @@ struct Norm8 {
   void add(__m256 v) {
     __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
     __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
-    // The square of a float is exact in double (24-bit mantissas), so a fused multiply-add rounds
-    // exactly once, like the scalar reference's separate multiply and add.
-    lo = _mm256_fmadd_pd(a, a, lo);
-    hi = _mm256_fmadd_pd(b, b, hi);
+    // Multiply, then add: only the add is on the lanes' dependency chain (a fused multiply-add
+    // would give the same bits, squares of floats being exact in double, but has the longer
+    // latency).
+    lo = _mm256_add_pd(lo, _mm256_mul_pd(a, a));
+    hi = _mm256_add_pd(hi, _mm256_mul_pd(b, b));
   }
   void store(NormAccumulator& acc) const {
     _mm256_storeu_pd(acc.lane, lo);

@@ -61,12 +61,13 @@ inline void storeSigns(uint8_t* p, uint16_t m, size_t lanes) {
 // Squares into 8 double lanes; `lanes` says whether `v` holds 16 or only 8 elements.
 inline __m512d addSquares(__m512d acc, __m512 v, size_t lanes) {
   __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-  // The square of a float is exact in double (24-bit mantissas), so a fused multiply-add rounds
-  // exactly once, like the scalar reference's separate multiply and add.
-  acc = _mm512_fmadd_pd(lo, lo, acc);
+  // Multiply, then add: only the add is on the lanes' dependency chain (a fused multiply-add
+  // would give the same bits, squares of floats being exact in double, but has the longer
+  // latency).
+  acc = _mm512_add_pd(acc, _mm512_mul_pd(lo, lo));
   if (lanes < 16) return acc;
   __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-  return _mm512_fmadd_pd(hi, hi, acc);
+  return _mm512_add_pd(acc, _mm512_mul_pd(hi, hi));
 }
 
 template <obcclDataType_t DT>
