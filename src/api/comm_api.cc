@@ -62,7 +62,7 @@ void stopInitThread(obcclComm_t h) {
     done = h->init->done;
   }
   if (!done) h->comm->abort();
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
   while (!done && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
     std::lock_guard<std::mutex> lock(h->init->mu);

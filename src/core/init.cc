@@ -55,9 +55,9 @@ Result<std::vector<uint8_t>> envSecret() {
     OBCCL_ASSIGN_OR_RETURN(bool allow, paramBool("OBCCL_ALLOW_UNAUTHENTICATED"));
     if (!allow)
       return invalidArgument(
-          "obcclCommInitFromEnv: no job secret. Set OBCCL_SECRET to the same random hex string "
-          "(at least 32 hex digits, e.g. from `openssl rand -hex 32`) on every rank, or set "
-          "OBCCL_ALLOW_UNAUTHENTICATED=1 to run without authentication on a trusted network");
+          "obcclCommInitFromEnv: no job secret. Set OBCCL_SECRET=<hex> to the same random "
+          "string of at least 32 hex digits on every rank (e.g. from `openssl rand -hex 32`), "
+          "or OBCCL_ALLOW_UNAUTHENTICATED=1 to run without authentication on a trusted network");
     OBCCL_WARN(kSubsysInit, "OBCCL_ALLOW_UNAUTHENTICATED=1: connections use a public key");
     static const char kPublicKey[] = "obccl-unauthenticated-public-key";
     return std::vector<uint8_t>(kPublicKey, kPublicKey + sizeof(kPublicKey) - 1);

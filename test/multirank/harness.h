@@ -74,6 +74,16 @@ struct World {
   World(World&& o) noexcept : comms(std::move(o.comms)), result(o.result), error(o.error) {
     o.comms.clear();
   }
+  World& operator=(World&& o) noexcept {
+    if (this != &o) {
+      destroy();
+      comms = std::move(o.comms);
+      o.comms.clear();
+      result = o.result;
+      error = o.error;
+    }
+    return *this;
+  }
   ~World() { destroy(); }
 
   bool ok() const { return result == obcclSuccess; }
