@@ -20,7 +20,8 @@ bool deviceAvailable();
 // Number of visible devices; a failure names the CUDA error (no driver, no device).
 Result<int> deviceCount();
 // True for device and managed memory, false for pageable or pinned host memory (and on machines
-// without a device, where no pointer can be a device pointer).
+// without a device, where no pointer can be a device pointer). The first call on a machine with a
+// GPU initialises the CUDA runtime (cudaPointerGetAttributes may create the primary context).
 Result<bool> isDevicePointer(const void* ptr);
 // The current device of this thread, and selecting one.
 Result<int> currentDevice();
