@@ -362,6 +362,34 @@ TEST_F(UcxConnectTest, AsymmetricPeerSetsFailFast) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5);
 }
 
+// A small frame posted after a large one never completes before it, in either direction.
+TEST_F(UcxConnectTest, RequestsCompleteInPostingOrder) {
+  std::vector<Rank> ranks = connectMesh(2);
+  for (auto& r : ranks) ASSERT_TRUE(r.status.isOk()) << r.status.message();
+  Connection* a = ranks[0].conns[1].get();
+  Connection* b = ranks[1].conns[0].get();
+  std::vector<uint8_t> big(8 << 20, 1), small(16, 2), bigIn(big.size()), smallIn(16);
+  Request sendBig, sendSmall, recvBig, recvSmall;
+  ASSERT_TRUE(a->postSend(makeHeader(0, big.size()), big.data(), &sendBig).isOk());
+  ASSERT_TRUE(a->postSend(makeHeader(1, small.size()), small.data(), &sendSmall).isOk());
+  // Only the sender progresses: the small eager send is done inside UCX, the large one waits.
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  while (std::chrono::steady_clock::now() < until) ASSERT_TRUE(a->progress().isOk());
+  EXPECT_FALSE(sendBig.done);
+  EXPECT_FALSE(sendSmall.done) << "completed ahead of the frame posted before it";
+  ASSERT_TRUE(b->postRecv(bigIn.data(), bigIn.size(), &recvBig).isOk());
+  ASSERT_TRUE(b->postRecv(smallIn.data(), smallIn.size(), &recvSmall).isOk());
+  Deadline deadline = Deadline::afterMs(20000);
+  while (!(sendSmall.done && recvSmall.done) && !deadline.expired()) {
+    ASSERT_TRUE(a->progress().isOk());
+    ASSERT_TRUE(b->progress().isOk());
+    ASSERT_FALSE(sendSmall.done && !sendBig.done);
+    ASSERT_FALSE(recvSmall.done && !recvBig.done);
+  }
+  EXPECT_TRUE(recvBig.status.isOk() && recvSmall.status.isOk());
+  EXPECT_EQ(recvSmall.header.seq, 1u);
+}
+
 TEST_F(UcxConnectTest, RejectsBadPeers) {
   ThreadAllgather ag(1);
   auto transport = makeUcxTransport();

@@ -275,9 +275,16 @@ void UcxConnection::processOps() {
     }
   }
   for (int pass = 0; pass < 2; ++pass) {
+    // Requests complete in posting order in each direction, as on a stream: UCX may finish a
+    // small frame before a large one posted earlier, but a caller (the core's error path, for
+    // one) may take a frame's completion to mean that everything before it has gone too.
+    bool sendBlocked = false;
+    bool recvBlocked = false;
     for (auto it = ops_.begin(); it != ops_.end();) {
       FrameOp* op = it->get();
-      if (!advance(op)) {
+      bool& blocked = op->isSend ? sendBlocked : recvBlocked;
+      if (!advance(op) || blocked) {
+        blocked = true;
         ++it;
         continue;
       }
