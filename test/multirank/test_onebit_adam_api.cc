@@ -375,4 +375,35 @@ TEST(OnebitAdamApi, StateRoundTripsAndMovesAcrossRanksAndWorldSizes) {
   }
 }
 
+TEST(OnebitAdamApi, ResetErrorFeedbackZeroesOnlyTheErrorBuffers) {
+  const size_t n = 100;
+  OBCCL_MAKE_WORLD(w, 2, kTransports);
+  Optimizers o;
+  createAll(w, n, config(2), &o);
+  runRanks<int>(
+      2,
+      [&](int r) {
+        std::vector<float> p(n, 0.0f);
+        for (int s = 0; s < 5; ++s) {
+          auto g = randomVec(n, 3 * s + r);
+          EXPECT_EQ(obcclOnebitAdamStep(o.opts[r], p.data(), g.data(), -1, nullptr), obcclSuccess);
+        }
+        return 0;
+      },
+      &w.comms);
+  for (int r = 0; r < 2; ++r) {
+    Blob before = save(o.opts[r]);
+    bool nonzero = false;
+    for (float e : before.errors()) nonzero = nonzero || e != 0.0f;
+    EXPECT_TRUE(nonzero);
+    ASSERT_EQ(obcclOnebitAdamResetErrorFeedback(o.opts[r]), obcclSuccess);
+    Blob after = save(o.opts[r]);
+    for (float e : after.errors()) ASSERT_EQ(e, 0.0f);
+    EXPECT_TRUE(bitwiseEqual(after.section(0), before.section(0)));
+    EXPECT_TRUE(bitwiseEqual(after.section(1), before.section(1)));
+    EXPECT_EQ(after.step(), before.step());
+  }
+  EXPECT_EQ(obcclOnebitAdamResetErrorFeedback(nullptr), obcclInvalidArgument);
+}
+
 }  // namespace
