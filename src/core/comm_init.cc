@@ -13,7 +13,9 @@ namespace obccl::core {
 
 #if OBCCL_CORE_HAVE_BOOTSTRAP
 
-Comm::~Comm() = default;
+// Connections close first: closing one may progress a worker shared with the others (UCX), which
+// can still complete transfers into the scratch buffers destroyed with the later members.
+Comm::~Comm() { connections_.clear(); }
 
 void Comm::abortBootstrap() {
   if (bootstrap_) bootstrap_->abort();
@@ -112,7 +114,7 @@ Status Comm::selectTransports(const bootstrap::UniqueIdData& id, const Deadline&
 
 #else  // no bootstrap layer in this build yet
 
-Comm::~Comm() = default;
+Comm::~Comm() { connections_.clear(); }
 void Comm::abortBootstrap() {}
 Status Comm::init(const bootstrap::UniqueIdData&) {
   return internalError("this build has no bootstrap layer");
