@@ -207,14 +207,14 @@ void OnebitAdam::skip(const float* localGrads, const std::string& where) {
   size_t bad = firstNonFinite(localGrads, count_);
   if (bad < count_)
     OBCCL_WARN(kSubsysOptim,
-               "1-bit Adam step %lld skipped on every rank: this rank's gradient[%zu] = %g is not "
+               "1-bit Adam step %lld skipped on every rank: rank %d's gradient[%zu] = %g is not "
                "finite (%lld skipped so far)",
-               step_ + 1, bad, static_cast<double>(localGrads[bad]), skipped_);
+               step_ + 1, reducer_->rank(), bad, static_cast<double>(localGrads[bad]), skipped_);
   else
     OBCCL_WARN(kSubsysOptim,
-               "1-bit Adam step %lld skipped on every rank: another rank's data is not finite "
-               "(%s; %lld skipped so far)",
-               step_ + 1, where.c_str(), skipped_);
+               "1-bit Adam step %lld skipped on every rank: rank %d's gradient is finite, "
+               "another rank's is not (%s; %lld skipped so far)",
+               step_ + 1, reducer_->rank(), where.c_str(), skipped_);
 }
 
 bool OnebitAdam::autoFreezeDue() {
@@ -249,9 +249,9 @@ void OnebitAdam::freeze() {
   for (size_t i = 0; i < count_; ++i)
     floored += (mask_.empty() || mask_[i] != 0.0f) && std::sqrt(v_[i]) < rootFloorValue_;
   OBCCL_INFO(kSubsysOptim,
-             "1-bit Adam: variance frozen after %lld updates; %zu coordinates masked "
+             "1-bit Adam rank %d: variance frozen after %lld updates; %zu coordinates masked "
              "automatically, root floor %g (%zu coordinates below it)",
-             step_, zeros, static_cast<double>(rootFloorValue_), floored);
+             reducer_->rank(), step_, zeros, static_cast<double>(rootFloorValue_), floored);
 }
 
 void OnebitAdam::updateRootFloor() {

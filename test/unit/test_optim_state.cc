@@ -56,10 +56,14 @@ class WarnCapture {
     });
   }
   ~WarnCapture() { setLogHandler(old_); }
-  bool contains(const std::string& what) {
+  // True when one captured line contains every one of the pieces.
+  bool contains(const std::vector<std::string>& pieces) {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& l : lines_)
-      if (l.find(what) != std::string::npos) return true;
+    for (const auto& l : lines_) {
+      bool all = true;
+      for (const auto& p : pieces) all = all && l.find(p) != std::string::npos;
+      if (all) return true;
+    }
     return false;
   }
 
@@ -134,8 +138,9 @@ TEST(OptimState, LoadingAnotherRanksOrWorldSizesStateKeepsMomentsAndZeroesErrors
     ms[r] = opt.momentum();
     vs[r] = opt.variance();
   });
-  auto check = [&](OnebitAdam& opt, int from) {
-    WarnCapture warn;
+  // One capture for all rank threads: the log handler is process-wide.
+  WarnCapture warn;
+  auto check = [&](OnebitAdam& opt, int from, int rank, int world) {
     ASSERT_TRUE(opt.loadState(blobs[from].data(), blobs[from].size()).isOk());
     EXPECT_TRUE(bitwiseEqual(opt.momentum(), ms[from]));
     EXPECT_TRUE(bitwiseEqual(opt.variance(), vs[from]));
@@ -143,16 +148,19 @@ TEST(OptimState, LoadingAnotherRanksOrWorldSizesStateKeepsMomentsAndZeroesErrors
     EXPECT_EQ(opt.stage(), obcclStageCompressed);
     for (float e : opt.workerError()) ASSERT_EQ(e, 0.0f);
     for (float e : opt.serverError()) ASSERT_EQ(e, 0.0f);
-    EXPECT_TRUE(warn.contains("error-feedback buffers were zeroed"));
+    EXPECT_TRUE(warn.contains(
+        {"saved by rank " + std::to_string(from) + " of 2 ",
+         "loaded into rank " + std::to_string(rank) + " of " + std::to_string(world) + " ",
+         "error-feedback buffers were zeroed"}));
   };
   // Rank 1 takes rank 0's state, in the same world.
   runRanks(2, n, testOptions(3), [&](int r, OnebitAdam& opt, SimReducer&) {
-    if (r == 1) check(opt, 0);
+    if (r == 1) check(opt, 0, 1, 2);
   });
   // Other world sizes: 4 ranks and 1 rank; they keep stepping afterwards.
   for (int world : {4, 1}) {
     runRanks(world, n, testOptions(3), [&](int r, OnebitAdam& opt, SimReducer&) {
-      check(opt, r % 2);
+      check(opt, r % 2, r, world);
       std::vector<float> p(n, 0.0f);
       auto g = randomVec(n, 99 + r);
       ASSERT_TRUE(opt.step(p.data(), g.data(), -1.0f).isOk());
