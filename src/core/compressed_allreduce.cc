@@ -103,6 +103,11 @@ class CompressedOp {
     return buf_ + ((2 * geo_.n + j) * geo_.segs + s) * geo_.slot();
   }
   static float* scalesOf(uint8_t* frame) { return reinterpret_cast<float*>(frame); }
+  // The worker scales that apply to segment s: its own frame's, or with compressBlock = 0 the one
+  // scale, which only the chunk's last frame carries (the others leave before it is known).
+  size_t scaleFrame(size_t s) const { return geo_.block == 0 ? geo_.segs - 1 : s; }
+  float* outScales(size_t j, size_t s) { return scalesOf(p1Out(j, scaleFrame(s))); }
+  float* inScales(size_t i, size_t s) { return scalesOf(p1In(i, scaleFrame(s))); }
   uint8_t* signsOf(uint8_t* frame, size_t s) { return frame + 4 * geo_.scalesIn(s); }
   float* p2Scales(size_t j, size_t s) {
     return reinterpret_cast<float*>(p2(j, s) + 4 * geo_.words);
@@ -116,6 +121,14 @@ class CompressedOp {
   void encodeSegment(size_t j, size_t s);
   Status postPhase1(size_t j, size_t s);
   Status pump(bool* moved);
+  // The server step's inputs for segment s: every rank's phase-1 frame for it.
+  struct ServerInputs {
+    std::vector<const uint8_t*> bits;
+    std::vector<const float*> scales;
+    codec::ServerSpan span;
+  };
+  ServerInputs serverInputs(size_t s);
+  bool serverReady(size_t s) const;
   Status serve();
   void serveSegment(size_t s);
   void finishServerB0();
@@ -191,28 +204,29 @@ Status CompressedOp::postReceives() {
 }
 
 // With compressBlock > 0, compresses the peers' chunks in ring order (so ranks start on different
-// peers), each frame leaving as soon as it is built, and this rank's own chunk last. With
-// compressBlock = 0 the one norm must see the elements in index order (codec.h), and frames
-// leave once it is complete.
+// peers) and this rank's own chunk last, each frame leaving as soon as it is built. With
+// compressBlock = 0 the one norm must see the elements in index order (codec.h): every frame but
+// a chunk's last leaves at once (its scale slot holds 0, unused), the last ones with a_r at the
+// end.
 Status CompressedOp::encodeWorker() {
   for (int d = 1; d <= geo_.n; ++d) {
     size_t j = static_cast<size_t>(geo_.block > 0 ? (geo_.r + d) % geo_.n : d - 1);
     for (size_t s = 0; s < geo_.segs; ++s) {
       encodeSegment(j, s);
-      if (geo_.block > 0 && static_cast<int>(j) != geo_.r) OBCCL_TRY(postPhase1(j, s));
+      bool final = geo_.block > 0 || s + 1 < geo_.segs;
+      if (static_cast<int>(j) != geo_.r && final) OBCCL_TRY(postPhase1(j, s));
       bool moved = false;
       OBCCL_TRY(pump(&moved));
     }
   }
   if (geo_.block == 0) {
-    float a = codec::rmsScale(workerNorm_, geo_.padded);
+    const size_t last = geo_.segs - 1;
     for (int j = 0; j < geo_.n; ++j)
-      for (size_t s = 0; s < geo_.segs; ++s) scalesOf(p1Out(j, s))[0] = a;
-    for (int d = 1; d < geo_.n; ++d)
-      for (size_t s = 0; s < geo_.segs; ++s) OBCCL_TRY(postPhase1((geo_.r + d) % geo_.n, s));
+      scalesOf(p1Out(j, last))[0] = codec::rmsScale(workerNorm_, geo_.padded);
+    for (int d = 1; d < geo_.n; ++d) OBCCL_TRY(postPhase1((geo_.r + d) % geo_.n, last));
   }
   for (size_t s = 0; s < geo_.segs; ++s)
-    noteScales(geo_.r, scalesOf(p1Out(geo_.r, s)), geo_.scalesIn(s));
+    if (scaleFrame(s) == s) noteScales(geo_.r, outScales(geo_.r, s), geo_.scalesIn(s));
   phase1Posted_ = true;
   return Status::ok();
 }
@@ -223,6 +237,7 @@ void CompressedOp::encodeSegment(size_t j, size_t s) {
   const void* x = valid > 0 ? x_ + begin * es_ : nullptr;
   uint8_t* frame = p1Out(j, s);
   if (geo_.block == 0) {
+    scalesOf(frame)[0] = 0.0f;  // set for the chunk's last frame once the norm is complete
     k_.workerEncode(x, dt_, valid, e_ + begin, len, 0, signsOf(frame, s), &workerNorm_);
     return;
   }
@@ -252,7 +267,7 @@ Status CompressedOp::pump(bool* moved) {
       Status c = comm_.checkDone(t);
       if (!c.isOk()) return comm_.fail(c);
       size_t s = p1Next_[i]++;
-      noteScales(i, scalesOf(p1In(i, s)), geo_.scalesIn(s));
+      if (scaleFrame(s) == s) noteScales(i, inScales(i, s), geo_.scalesIn(s));
       ++segReady_[s];
       *moved = true;
     }
@@ -278,13 +293,19 @@ void CompressedOp::noteScales(size_t rank, const float* scales, size_t n) {
   if (!allFinite(scales, n)) badInput_[rank / 32] |= 1u << (rank % 32);
 }
 
+// Segment s can be served once every peer's frame for it arrived and, with compressBlock = 0,
+// the frames carrying the peers' scales (the last ones).
+bool CompressedOp::serverReady(size_t s) const {
+  return segReady_[scaleFrame(s)] == peers_.size() && segReady_[s] == peers_.size();
+}
+
 // Builds server frames as phase-1 segments arrive, and sends them once this rank's phase-1
 // frames are all posted (so each connection carries phase 1 before phase 2).
 Status CompressedOp::serve() {
   int idle = 0;
   while (p2Posted_ < geo_.segs) {
     bool worked = false;
-    while (served_ < geo_.segs && segReady_[served_] == peers_.size()) {
+    while (served_ < geo_.segs && serverReady(served_)) {
       serveSegment(served_++);
       worked = true;
     }
@@ -303,21 +324,20 @@ Status CompressedOp::serve() {
   return Status::ok();
 }
 
-// The server input of segment s: every rank's phase-1 frame for it.
-struct SpanInputs {
-  std::vector<const uint8_t*> bits;
-  std::vector<const float*> scales;
-};
+CompressedOp::ServerInputs CompressedOp::serverInputs(size_t s) {
+  ServerInputs in;
+  for (int i = 0; i < geo_.n; ++i) {
+    in.bits.push_back(signsOf(p1In(i, s), s));
+    in.scales.push_back(inScales(i, s));
+  }
+  in.span = codec::ServerSpan{static_cast<size_t>(geo_.n), in.bits.data(), in.scales.data(),
+                              s_ + s * geo_.seg};
+  return in;
+}
 
 void CompressedOp::serveSegment(size_t s) {
-  SpanInputs in;
-  for (int i = 0; i < geo_.n; ++i) {
-    uint8_t* f = p1In(i, s);
-    in.bits.push_back(signsOf(f, s));
-    in.scales.push_back(scalesOf(f));
-  }
-  codec::ServerSpan span{static_cast<size_t>(geo_.n), in.bits.data(), in.scales.data(),
-                         s_ + s * geo_.seg};
+  ServerInputs in = serverInputs(s);
+  const codec::ServerSpan& span = in.span;
   const size_t len = geo_.segLen(s);
   std::memcpy(p2(geo_.r, s), badInput_.data(), 4 * geo_.words);
   if (geo_.block == 0) {
@@ -336,13 +356,8 @@ void CompressedOp::serveSegment(size_t s) {
 void CompressedOp::finishServerB0() {
   const float b = codec::rmsScale(serverNorm_, geo_.chunk);
   for (size_t s = 0; s < geo_.segs; ++s) {
-    SpanInputs in;
-    for (int i = 0; i < geo_.n; ++i) {
-      in.bits.push_back(signsOf(p1In(i, s), s));
-      in.scales.push_back(scalesOf(p1In(i, s)));
-    }
-    codec::ServerSpan span{static_cast<size_t>(geo_.n), in.bits.data(), in.scales.data(),
-                           s_ + s * geo_.seg};
+    ServerInputs in = serverInputs(s);
+    const codec::ServerSpan& span = in.span;
     std::memcpy(p2(geo_.r, s), badInput_.data(), 4 * geo_.words);
     p2Scales(geo_.r, s)[0] = b;
     k_.serverEncode(span, geo_.segLen(s), 0, &b, p2Signs(geo_.r, s), nullptr);
@@ -418,20 +433,14 @@ void CompressedOp::finish() {
       const size_t begin = j * geo_.chunk + s * geo_.seg, len = geo_.segLen(s);
       const size_t valid = geo_.count > begin ? std::min(geo_.count - begin, len) : 0;
       const void* x = valid > 0 ? x_ + begin * es_ : nullptr;
-      k_.workerUpdate(x, dt_, valid, e_ + begin, len, geo_.block, scalesOf(p1Out(j, s)));
+      k_.workerUpdate(x, dt_, valid, e_ + begin, len, geo_.block, outScales(j, s));
       if (valid > 0)
         k_.decode(p2Signs(j, s), valid, geo_.block, p2Scales(j, s), y_ + begin * es_, dt_);
     }
   }
   for (size_t s = 0; s < geo_.segs; ++s) {
-    SpanInputs in;
-    for (int i = 0; i < geo_.n; ++i) {
-      in.bits.push_back(signsOf(p1In(i, s), s));
-      in.scales.push_back(scalesOf(p1In(i, s)));
-    }
-    codec::ServerSpan span{static_cast<size_t>(geo_.n), in.bits.data(), in.scales.data(),
-                           s_ + s * geo_.seg};
-    k_.serverEncode(span, geo_.segLen(s), geo_.block, p2Scales(geo_.r, s), nullptr,
+    ServerInputs in = serverInputs(s);
+    k_.serverEncode(in.span, geo_.segLen(s), geo_.block, p2Scales(geo_.r, s), nullptr,
                     s_ + s * geo_.seg);
   }
 }
