@@ -4,8 +4,9 @@
 // Shape of one call on n ranks: the input is zero-padded to Np (a multiple of 8n) and cut into n
 // chunks of c = Np/n; chunks are cut into segments (config().segmentBytes of fp32 input, a
 // multiple of compressBlock). Phase 1 is an all-to-all of packed worker signs, one frame per
-// segment carrying the scales of that segment's blocks (with compressBlock = 0 the one scale a_r
-// of the whole vector). Phase 2 is an all-gather of each rank's packed server signs, one frame per
+// segment carrying the scales of that segment's blocks (with compressBlock = 0, a chunk's last
+// frame carries the one scale a_r of the whole vector, so the others leave before the norm is
+// complete). Phase 2 is an all-gather of each rank's packed server signs, one frame per
 // segment carrying the server scales and the set of ranks whose scales it saw non-finite. Every
 // frame is flagged compressed and carries a CRC32C of its payload, checked on receipt. Frames
 // leave while later segments are still being compressed.
