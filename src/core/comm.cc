@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 
 #include "core/progress.h"
 #include "util/crc32c.h"
@@ -9,8 +10,6 @@
 
 namespace obccl::core {
 namespace {
-
-constexpr int kErrorGraceMs = 500;  // how long a failing rank tries to deliver error frames
 
 // Clears a flag when the scope ends.
 class BusyGuard {
@@ -305,36 +304,64 @@ Status Comm::fail(Status status) {
   }
   OBCCL_WARN(kSubsysColl, "%s #%llu failed: %s", opName(op_.op),
              static_cast<unsigned long long>(seq_), status.message().c_str());
-  if (aborted()) return status;
-  // Tell every peer, so ranks waiting on this one fail now instead of at their deadline. Frames
-  // already queued ahead of the error frame still need this rank's buffers: the grace wait
-  // below runs while they are valid.
-  std::vector<Transfer> errs(connections_.size());
-  std::vector<int> peers;
+  if (!aborted()) drainAfterFailure(status.code());
+  return status;
+}
+
+// Tells every peer (kFlagError frame), so that ranks waiting on this one fail now instead of at
+// their deadline, then keeps the connections moving for a while: frames of this op still queued
+// to peers need progress (UCX rendezvous, ring backlogs), and peers still sending to this rank
+// need a reader until they reach the error frame of their own. It ends when every peer has sent
+// its error frame, when nothing moved for kQuietMs, or after kErrorGraceMs. The caller's
+// buffers are still valid here; after it returns the connections are never progressed again.
+void Comm::drainAfterFailure(obcclResult_t code) {
+  constexpr int kErrorGraceMs = 2000;
+  constexpr int kQuietMs = 100;
+  const int n = static_cast<int>(connections_.size());
   transport::FrameHeader h = header();
   h.flags |= transport::kFlagError;
-  h.step = static_cast<uint32_t>(status.code());
+  h.step = static_cast<uint32_t>(code);
   h.length = 0;
   transport::sealHeader(&h);
-  for (int p = 0; p < static_cast<int>(connections_.size()); ++p) {
+  std::vector<Transfer> errs(n);
+  std::vector<std::deque<Transfer>> discards(n);  // deque: posted requests must not move
+  std::vector<int> live;                          // peers not known to have failed yet
+  for (int p = 0; p < n; ++p) {
     if (p == rank_ || !connections_[p]) continue;
-    errs[p].peer = p;
-    if (connections_[p]->postSend(h, nullptr, &errs[p].req).isOk()) peers.push_back(p);
+    if (!connections_[p]->postSend(h, nullptr, &errs[p].req).isOk()) continue;
+    discards[p].emplace_back();
+    if (connections_[p]->postRecv(nullptr, 0, &discards[p].back().req).isOk()) live.push_back(p);
   }
-  Deadline grace = Deadline::earlier(Deadline::afterMs(kErrorGraceMs), opDeadline_);
+  Deadline grace = Deadline::afterMs(kErrorGraceMs);
+  Deadline quiet = Deadline::afterMs(kQuietMs);
   int idle = 0;
-  while (!peers.empty() && !grace.expired() && !aborted()) {
-    std::vector<int> live;
-    for (int p : peers)
-      if (connections_[p]->progress().isOk() && !errs[p].req.done) live.push_back(p);
-    peers.swap(live);
-    if (!peers.empty()) {
-      std::vector<transport::Connection*> conns;
-      for (int p : peers) conns.push_back(connections_[p].get());
-      waiter_->wait(conns, grace, &idle);
+  while (!live.empty() && !grace.expired() && !quiet.expired() && !aborted()) {
+    std::vector<int> still;
+    bool moved = false;
+    for (int p : live) {
+      transport::Connection* c = connections_[p].get();
+      uint64_t before = c->bytesSent() + c->bytesReceived();
+      if (!c->progress().isOk()) continue;  // a broken connection needs nothing more
+      moved = moved || c->bytesSent() + c->bytesReceived() != before;
+      transport::Request& r = discards[p].back().req;
+      if (r.done) {
+        if (r.header.magic == transport::kFrameMagic && (r.header.flags & transport::kFlagError))
+          continue;  // the peer failed too
+        discards[p].emplace_back();
+        if (!c->postRecv(nullptr, 0, &discards[p].back().req).isOk()) continue;
+      }
+      still.push_back(p);
     }
+    live.swap(still);
+    if (moved) {
+      quiet = Deadline::afterMs(kQuietMs);
+      idle = 0;
+      continue;
+    }
+    std::vector<transport::Connection*> conns;
+    for (int p : live) conns.push_back(connections_[p].get());
+    waiter_->wait(conns, Deadline::earlier(grace, quiet), &idle);
   }
-  return status;
 }
 
 uint8_t* Comm::scratch(ScratchSlot slot, size_t bytes) {

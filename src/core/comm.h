@@ -196,6 +196,7 @@ class Comm {
   Status beginOp(const OpDesc& desc);
   void endOp(bool ok);
   void refreshStats();
+  void drainAfterFailure(obcclResult_t code);
   // A collective with nothing to move (count 0) still counts as completed.
   Status noOp() {
     if (opDepth_ == 0) collectives_.fetch_add(1, std::memory_order_relaxed);
