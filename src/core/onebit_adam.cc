@@ -204,11 +204,13 @@ Status OnebitAdam::compressedStep(float* params, const float* localGrads, const 
 
 void OnebitAdam::skip(const float* localGrads, const std::string& where) {
   ++skipped_;
+  // A run that has diverged skips every step: log the first ten, then at powers of two.
+  if (skipped_ > 10 && (skipped_ & (skipped_ - 1)) != 0) return;
   size_t bad = firstNonFinite(localGrads, count_);
   if (bad < count_)
     OBCCL_WARN(kSubsysOptim,
                "1-bit Adam step %lld skipped on every rank: rank %d's gradient[%zu] = %g is not "
-               "finite (%lld skipped so far)",
+               "finite (%lld skipped so far; logged up to 10, then at powers of 2)",
                step_ + 1, reducer_->rank(), bad, static_cast<double>(localGrads[bad]), skipped_);
   else
     OBCCL_WARN(kSubsysOptim,
