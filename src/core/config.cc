@@ -24,11 +24,18 @@ Result<int64_t> intField(const obcclConfig_t* c, bool has, int value, const char
   return paramInt(param);
 }
 
+// obcclInvalidArgument naming where the value came from: "config->timeoutMs = -5 ..." or
+// "OBCCL_TIMEOUT_MS = -5 ...".
+Status badValue(int64_t v, bool fromStruct, const char* field, const char* param,
+                const char* expect) {
+  std::string where = fromStruct ? std::string("config->") + field : std::string(param);
+  return invalidArgument(where + " = " + std::to_string(v) + " is invalid: " + expect);
+}
+
 Status checkRange(int64_t v, int64_t lo, int64_t hi, bool fromStruct, const char* field,
                   const char* param, const char* expect) {
   if (v >= lo && v <= hi) return Status::ok();
-  std::string where = fromStruct ? std::string("config->") + field : std::string(param);
-  return invalidArgument(where + " = " + std::to_string(v) + " is invalid: " + expect);
+  return badValue(v, fromStruct, field, param, expect);
 }
 
 std::string trim(const std::string& s) {
@@ -110,8 +117,8 @@ Result<Config> resolveConfig(const obcclConfig_t* c) {
   OBCCL_TRY(checkRange(block, 0, INT32_MAX, blockFromStruct, "compressBlock",
                        "OBCCL_COMPRESS_BLOCK", "expected 0 or a positive multiple of 8"));
   if (block % 8 != 0)
-    OBCCL_TRY(checkRange(block, 1, 0, blockFromStruct, "compressBlock", "OBCCL_COMPRESS_BLOCK",
-                         "expected 0 or a positive multiple of 8"));
+    return badValue(block, blockFromStruct, "compressBlock", "OBCCL_COMPRESS_BLOCK",
+                    "expected 0 or a positive multiple of 8");
   cfg.compressBlock = static_cast<int>(block);
 
   has = OBCCL_CONFIG_HAS(c, hierarchical);
