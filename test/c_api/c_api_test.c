@@ -1,4 +1,4 @@
-/* Calls every function of obccl.h from C99 (the compressed allreduce has its own test) on a
+/* Calls every function of obccl.h from C99 (the compressed allreduce also has its own tests) on a
    one-rank communicator, and checks results, codes and messages. Exit status 0 on success. */
 #define _POSIX_C_SOURCE 200112L
 
@@ -71,6 +71,26 @@ static void queries(obcclComm_t comm) {
   CHECK(strstr(obcclGetLastError(comm), "sendbuff") != NULL);
 }
 
+/* The compressed allreduce on one rank: 10 elements pad to 16, every output is +-the one scale. */
+static void compressed(obcclComm_t comm) {
+  float x[10], y[10], werr[16], serr[16];
+  size_t nw = 0, ns = 0;
+  int i;
+  for (i = 0; i < 10; ++i) x[i] = i % 3 == 0 ? -1.0f : 2.0f;
+  memset(werr, 0, sizeof(werr));
+  memset(serr, 0, sizeof(serr));
+  CHECK_OK(obcclCompressedAllReduceErrorCounts(10, comm, &nw, &ns));
+  CHECK(nw == 16 && ns == 16);
+  CHECK_OK(obcclCompressedAllReduce(x, y, 10, obcclFloat32, werr, serr, comm, NULL));
+  CHECK(y[0] < 0.0f && y[1] > 0.0f && y[1] == -y[0] && y[9] == y[0]);
+  CHECK(obcclCompressedAllReduce(x, y, 10, obcclInt32, werr, serr, comm, NULL) ==
+        obcclInvalidArgument);
+  CHECK(strstr(obcclGetLastError(comm), "datatype") != NULL);
+  CHECK(obcclCompressedAllReduce(x, y, 10, obcclFloat32, NULL, serr, comm, NULL) ==
+        obcclInvalidArgument);
+  CHECK(strstr(obcclGetLastError(comm), "workerError") != NULL);
+}
+
 int main(void) {
   int version = 0, r;
   obcclUniqueId id;
@@ -90,6 +110,7 @@ int main(void) {
   if (comm != NULL) {
     collectives(comm);
     queries(comm);
+    compressed(comm);
     CHECK_OK(obcclCommDestroy(comm));
   }
 
