@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -222,7 +223,7 @@ TEST(ShmTransport, FramesArriveInOrder) {
       ASSERT_TRUE(reqs[i].status.isOk()) << reqs[i].status.message();
       ASSERT_EQ(reqs[i].header.seq, static_cast<uint64_t>(i));
       ASSERT_EQ(reqs[i].bytes, payloads[i].size());
-      ASSERT_EQ(std::memcmp(bufs[i].data(), payloads[i].data(), payloads[i].size()), 0) << i;
+      ASSERT_TRUE(std::equal(payloads[i].begin(), payloads[i].end(), bufs[i].begin())) << i;
     }
   });
   uint64_t expect = 0;
