@@ -84,6 +84,14 @@ void ioLocality(hwloc_topology_t topo, hwloc_obj_t osdev, std::string* cpus, int
     *numa = hwloc_bitmap_first(anc->nodeset);
 }
 
+// CUDA devices ("cuda0", from hwloc's CUDA plugin) or NVML devices ("nvml0") when only the NVML
+// plugin is installed.
+bool isNvidiaGpu(hwloc_obj_t o) {
+  auto type = o->attr->osdev.type;
+  return (type == HWLOC_OBJ_OSDEV_COPROC && std::strncmp(o->name, "cuda", 4) == 0) ||
+         (type == HWLOC_OBJ_OSDEV_GPU && std::strncmp(o->name, "nvml", 4) == 0);
+}
+
 void collectDevices(hwloc_topology_t topo, Topology* t) {
   for (hwloc_obj_t o = hwloc_get_next_osdev(topo, nullptr); o != nullptr;
        o = hwloc_get_next_osdev(topo, o)) {
@@ -96,12 +104,19 @@ void collectDevices(hwloc_topology_t topo, Topology* t) {
       nic.pciBusId = pciBusId(o);
       ioLocality(topo, o, &nic.cpus, &nic.numaNode);
       t->nics.push_back(nic);
-    } else if (type == HWLOC_OBJ_OSDEV_COPROC && std::strncmp(o->name, "cuda", 4) == 0) {
+    } else if (isNvidiaGpu(o)) {
       GpuInfo gpu;
       gpu.name = o->name;
       gpu.pciBusId = pciBusId(o);
       ioLocality(topo, o, &gpu.cpus, &gpu.numaNode);
-      t->gpus.push_back(gpu);
+      // The CUDA and NVML plugins may both report one device: keep one entry, named by CUDA.
+      GpuInfo* same = nullptr;
+      for (GpuInfo& g : t->gpus)
+        if (!gpu.pciBusId.empty() && g.pciBusId == gpu.pciBusId) same = &g;
+      if (same == nullptr)
+        t->gpus.push_back(gpu);
+      else if (gpu.name.rfind("cuda", 0) == 0)
+        same->name = gpu.name;
     }
   }
 }

@@ -34,7 +34,8 @@ struct NicInfo {
   std::string cpus;      // CPUs local to the device, as a list ("0-15"); empty when unknown
 };
 
-// A GPU as hwloc reports it (CUDA OS devices; present only when hwloc sees them).
+// An NVIDIA GPU as hwloc reports it: CUDA OS devices, or NVML ones when only that plugin is
+// installed (present only when hwloc has such a plugin).
 struct GpuInfo {
   std::string name;  // "cuda0"
   std::string pciBusId;
