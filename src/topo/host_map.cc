@@ -210,7 +210,14 @@ Status dumpTopoFile(const std::string& path, const HostMap& map, const Topology*
 
 Status dumpTopoIfRequested(const HostMap& map, const Topology* topo, int rank) {
   if (!paramIsSet("OBCCL_TOPO_DUMP_FILE")) return Status::ok();
-  return dumpTopoFile(paramString("OBCCL_TOPO_DUMP_FILE"), map, topo, rank);
+  std::string path = paramString("OBCCL_TOPO_DUMP_FILE");
+  // Without a per-rank pattern every rank would write the same file: rank 0 alone does.
+  bool perRank = path.find("%r") != std::string::npos || path.find("%p") != std::string::npos ||
+                 path.find("%h") != std::string::npos;
+  if (!perRank && rank != 0) return Status::ok();
+  if (topo != nullptr) return dumpTopoFile(path, map, topo, rank);
+  OBCCL_ASSIGN_OR_RETURN(Topology detected, detectTopology());
+  return dumpTopoFile(path, map, &detected, rank);
 }
 
 }  // namespace obccl::topo

@@ -101,7 +101,8 @@ Result<HostMap> buildHostMap(const std::vector<std::string>& gathered, const std
 std::string formatTopoText(const HostMap& map, const Topology* topo, int rank);
 // Writes formatTopoText to path; "%r" in path becomes the rank, "%h" the hostname, "%p" the pid.
 Status dumpTopoFile(const std::string& path, const HostMap& map, const Topology* topo, int rank);
-// dumpTopoFile to OBCCL_TOPO_DUMP_FILE when that parameter is set; ok otherwise.
+// dumpTopoFile to OBCCL_TOPO_DUMP_FILE when that parameter is set; ok otherwise. Only rank 0
+// writes unless the path names a per-rank file (%r, %h or %p). topo null: detected here.
 Status dumpTopoIfRequested(const HostMap& map, const Topology* topo, int rank);
 
 }  // namespace obccl::topo

@@ -161,6 +161,30 @@ TEST(HostMap, DumpPathExpandsRank) {
   std::remove(expect.c_str());
 }
 
+TEST(HostMap, DumpIfRequestedWritesOncePerPattern) {
+  HostMap m = makeHostMap({"a", "a"});
+  std::string base = "/tmp/obccl-topo-req-" + std::to_string(getpid());
+  unsetenv("OBCCL_TOPO_DUMP_FILE");
+  EXPECT_TRUE(dumpTopoIfRequested(m, nullptr, 0).isOk());  // not requested: nothing to do
+  setenv("OBCCL_TOPO_DUMP_FILE", (base + ".txt").c_str(), 1);
+  EXPECT_TRUE(dumpTopoIfRequested(m, nullptr, 1).isOk());
+  EXPECT_NE(access((base + ".txt").c_str(), F_OK), 0) << "only rank 0 writes a shared path";
+  EXPECT_TRUE(dumpTopoIfRequested(m, nullptr, 0).isOk());
+  auto back = loadTopoFile(base + ".txt", 2);
+  ASSERT_TRUE(back.isOk()) << back.status().message();
+  EXPECT_EQ(back.value(), m.hostOf);
+  setenv("OBCCL_TOPO_DUMP_FILE", (base + "-%r.txt").c_str(), 1);
+  EXPECT_TRUE(dumpTopoIfRequested(m, nullptr, 1).isOk());
+  EXPECT_EQ(access((base + "-1.txt").c_str(), F_OK), 0);
+  setenv("OBCCL_TOPO_DUMP_FILE", "/nonexistent-dir/x.txt", 1);
+  Status s = dumpTopoIfRequested(m, nullptr, 0);
+  EXPECT_EQ(s.code(), obcclSystemError);
+  EXPECT_NE(s.message().find("/nonexistent-dir/x.txt"), std::string::npos) << s.message();
+  unsetenv("OBCCL_TOPO_DUMP_FILE");
+  std::remove((base + ".txt").c_str());
+  std::remove((base + "-1.txt").c_str());
+}
+
 TEST(HostId, HasHostnameAndBootIdAndHonoursOverride) {
   unsetenv("OBCCL_HOST_ID");
   std::string id = localHostId();
