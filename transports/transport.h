@@ -101,7 +101,12 @@ struct ConnectContext {
   std::vector<std::string> hostOf;
   // Interfaces to use (OBCCL_SOCKET_IFNAME grammar), resolved by the caller.
   std::string ifname;
+  // Optional. A transport that waits for peers outside the allgathers (accepting, retrying a
+  // connect, a handshake) calls it at least every kInterruptCheckMs; an error (another rank left
+  // the job, or obcclCommAbort) ends the connect with that error instead of at the deadline.
+  std::function<Status()> interrupted;
 };
+constexpr int kInterruptCheckMs = 100;
 
 class Transport {
  public:

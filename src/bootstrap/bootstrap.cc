@@ -1,6 +1,7 @@
 // A rank's connection to the root service: join, allgather rounds, barrier, abort.
 #include "bootstrap/bootstrap.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -30,6 +31,7 @@ class BootstrapClient final : public Bootstrap {
     std::vector<std::vector<uint8_t>> ignored;
     return allgather({}, &ignored, deadline).withContext("bootstrap barrier");
   }
+  Status checkRoot() override;
   void abort() override;
   int rank() const override { return rank_; }
   int nranks() const override { return nranks_; }
@@ -77,6 +79,19 @@ Status BootstrapClient::readMessage(MsgType expected, uint64_t maxLength, MsgHea
     OBCCL_TRY(readFull(fd_.get(), payload->data(), payload->size(), deadline, rootName_));
   if (isError) return parseErrorPayload(*payload);
   return Status::ok();
+}
+
+Status BootstrapClient::checkRoot() {
+  if (!error_.isOk()) return error_;
+  if (aborted_.load()) return broken(Status());
+  pollfd pfd{fd_.get(), POLLIN, 0};
+  if (::poll(&pfd, 1, 0) <= 0) return Status::ok();
+  // Between rounds the root sends nothing but an error; EOF reads as a lost root.
+  MsgHeader h;
+  std::vector<uint8_t> payload;
+  Status s = readMessage(MsgType::kError, 0, &h, &payload, Deadline::afterMs(1000));
+  if (s.isOk()) s = remoteError("unexpected message from " + rootName_ + " between rounds");
+  return broken(s);
 }
 
 Status BootstrapClient::join(const Deadline& deadline, const std::atomic<bool>* cancel) {

@@ -65,6 +65,9 @@ class Bootstrap {
   virtual Status allgather(const std::vector<uint8_t>& mine, std::vector<std::vector<uint8_t>>* all,
                            const Deadline& deadline) = 0;
   virtual Status barrier(const Deadline& deadline) = 0;
+  // Without blocking, between rounds: an error when the root has reported a failure of the job
+  // (e.g. another rank left while it was starting) or the root connection broke; ok otherwise.
+  virtual Status checkRoot() = 0;
   // Unblocks any pending call (it fails with obcclRemoteError or a timeout); safe from any thread.
   virtual void abort() = 0;
   virtual int rank() const = 0;

@@ -90,6 +90,8 @@ class RootService {
   void failJob(const Status& s);
   void checkTimers();
   std::string rankName(int rank) const;
+  // The ranks that have not joined (comma-separated).
+  std::string missingRanks() const;
   // Until the next timer (stalled handshake, join deadline, drain end); -1 when none runs.
   int pollTimeoutMs() const;
   bool finished() const;
@@ -110,6 +112,14 @@ class RootService {
   Clock::time_point drainUntil_;
   std::map<uint64_t, Round> rounds_;
 };
+
+std::string RootService::missingRanks() const {
+  std::string missing;
+  for (int r = 0; r < nranks_; ++r)
+    if (byRank_[r] == nullptr && leftAtRound_[r] < 0)
+      missing += (missing.empty() ? "" : ",") + std::to_string(r);
+  return missing;
+}
 
 std::string RootService::rankName(int rank) const {
   return "rank " + std::to_string(rank) + " (" + rankHost_[rank] + ")";
@@ -189,7 +199,7 @@ void RootService::onClosed(Peer& p, const std::string& why) {
   ++departed_;
   if (!welcomed_) {
     failJob(remoteError(rankName(r) + " left before all " + std::to_string(nranks_) +
-                        " ranks joined (" + why + ")"));
+                        " ranks joined (" + why + "); ranks that never joined: " + missingRanks()));
     return;
   }
   // Rounds this rank never contributed to can no longer complete: fail them now, not at the
@@ -204,6 +214,16 @@ void RootService::onClosed(Peer& p, const std::string& why) {
     for (int q = 0; q < nranks_; ++q)
       if (it->second.have[q] && byRank_[q] != nullptr) sendError(*byRank_[q], err);
     it = rounds_.erase(it);
+  }
+  // The first departure also reaches every other rank: one still connecting its transports
+  // (which waits on peers, not on a round) checks for it and fails now instead of at its
+  // deadline. Ranks past init never read their bootstrap connection again, so a normal exit
+  // costs one unread message per rank.
+  if (departed_ == 1) {
+    auto notice = std::make_shared<const std::vector<uint8_t>>(makeErrorMessage(
+        remoteError(rankName(r) + " left the job while it was starting (" + why + ")")));
+    for (Peer* q : byRank_)
+      if (q != nullptr) send(*q, notice);
   }
 }
 
@@ -440,9 +460,7 @@ void RootService::checkTimers() {
                            " ms before authenticating");
   }
   if (!welcomed_ && !failing_ && joinDeadline_.expired()) {
-    std::string missing;
-    for (int r = 0; r < nranks_; ++r)
-      if (byRank_[r] == nullptr) missing += (missing.empty() ? "" : ",") + std::to_string(r);
+    std::string missing = missingRanks();
     failJob(timeoutError("only " + std::to_string(joined_) + " of " + std::to_string(nranks_) +
                          " ranks joined the bootstrap root at " + address_.toString() + " within " +
                          std::to_string(opts_.joinTimeoutMs) +

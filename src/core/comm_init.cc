@@ -25,8 +25,9 @@ Status Comm::init(const bootstrap::UniqueIdData& id) {
   Deadline deadline = Deadline::afterMs(config_.timeoutMs);
   commId_ = id.commId;
   if (aborted()) return systemError("init aborted by obcclCommAbort");
+  // aborted_ as the cancel flag: obcclCommAbort ends a connect that waits for missing ranks.
   OBCCL_ASSIGN_OR_RETURN(std::unique_ptr<bootstrap::Bootstrap> bs,
-                         bootstrap::Bootstrap::connect(id, rank_, nranks_, deadline));
+                         bootstrap::Bootstrap::connect(id, rank_, nranks_, deadline, &aborted_));
   {
     std::lock_guard<std::mutex> lock(bootstrapMu_);
     bootstrap_ = std::move(bs);
@@ -40,6 +41,10 @@ Status Comm::init(const bootstrap::UniqueIdData& id) {
   for (const auto& h : all) hostOf.emplace_back(h.begin(), h.end());
   OBCCL_ASSIGN_OR_RETURN(hostMap_, topo::buildHostMap(hostOf, config_.topoFile));
   OBCCL_TRY(selectTransports(id, deadline));
+  // No rank leaves init before every rank has connected: one that dies while connecting is then
+  // reported to the others by the root at once, and one that destroys its communicator right
+  // after init is never taken for one that died while starting.
+  OBCCL_TRY(bootstrap_->barrier(deadline).withContext("waiting for every rank to connect"));
   OBCCL_INFO(kSubsysInit, "communicator %016llx ready: rank %d of %d, %d host(s)",
              static_cast<unsigned long long>(commId_), rank_, nranks_, hostMap_.nhosts());
   return Status::ok();
@@ -54,6 +59,10 @@ Status Comm::selectTransports(const bootstrap::UniqueIdData& id, const Deadline&
   ctx.deadline = deadline;
   ctx.hostOf = hostMap_.hostOf;
   ctx.ifname = config_.socketIfname;
+  ctx.interrupted = [this]() -> Status {
+    if (aborted()) return systemError("init aborted by obcclCommAbort");
+    return bootstrap_->checkRoot();
+  };
   ctx.allgather = [this, deadline](const std::vector<uint8_t>& mine,
                                    std::vector<uint8_t>* out) -> Status {
     std::vector<std::vector<uint8_t>> parts;

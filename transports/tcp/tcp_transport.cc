@@ -63,6 +63,36 @@ Result<std::vector<SocketAddress>> exchangeAddresses(const ConnectContext& ctx,
   return out;
 }
 
+// Ends a wait early when the job has failed elsewhere (ctx.interrupted).
+Status checkInterrupted(const ConnectContext& ctx) {
+  return ctx.interrupted ? ctx.interrupted() : Status::ok();
+}
+
+Deadline nextSlice(const ConnectContext& ctx, int ms = kInterruptCheckMs) {
+  return Deadline::earlier(ctx.deadline, Deadline::afterMs(ms));
+}
+
+// connectTo in slices, checking ctx.interrupted between them: a peer that died after publishing
+// its address refuses every attempt, and the root's notice ends the retries. A slice is long
+// enough for a handshake over any sane link (a slice that ends mid-connect starts it again).
+Result<UniqueFd> connectSliced(const ConnectContext& ctx, const SocketAddress& addr,
+                               int bufferBytes) {
+  for (;;) {
+    OBCCL_TRY(checkInterrupted(ctx));
+    Result<UniqueFd> fd = connectTo(addr, nextSlice(ctx, 5 * kInterruptCheckMs), bufferBytes);
+    if (fd.isOk() || fd.status().code() != obcclTimeout || ctx.deadline.expired()) return fd;
+  }
+}
+
+// waitReadable on the listener in short slices, checking ctx.interrupted between them.
+Status waitForConnection(const ConnectContext& ctx, int listener, const std::string& what) {
+  for (;;) {
+    OBCCL_TRY(checkInterrupted(ctx));
+    Status s = waitReadable(listener, nextSlice(ctx), what);
+    if (s.isOk() || s.code() != obcclTimeout || ctx.deadline.expired()) return s;
+  }
+}
+
 // The connecting (higher-ranked) side of one pair.
 Result<std::unique_ptr<Connection>> connectToPeer(const ConnectContext& ctx, int peer,
                                                   const SocketAddress& addr,
@@ -72,7 +102,7 @@ Result<std::unique_ptr<Connection>> connectToPeer(const ConnectContext& ctx, int
                         " published no listen address, but rank " + std::to_string(ctx.rank) +
                         " expects a tcp connection to it (ranks disagree on transports?)");
   std::string name = connName(peer, addr);
-  Result<UniqueFd> fd = connectTo(addr, ctx.deadline, settings.bufferBytes);
+  Result<UniqueFd> fd = connectSliced(ctx, addr, settings.bufferBytes);
   if (!fd.isOk()) return fd.status().withContext(name);
   Result<int64_t> auth =
       authenticatePeer(fd.value().get(),
@@ -93,8 +123,8 @@ Status acceptPeers(const ConnectContext& ctx, int listener, const SocketAddress&
     std::string missing;
     for (const auto& [peer, index] : expected)
       if (!(*out)[index]) missing += (missing.empty() ? "" : ",") + std::to_string(peer);
-    OBCCL_TRY(waitReadable(listener, ctx.deadline,
-                           "tcp connections from ranks " + missing + " on " + bound.toString()));
+    OBCCL_TRY(waitForConnection(
+        ctx, listener, "tcp connections from ranks " + missing + " on " + bound.toString()));
     SocketAddress from;
     OBCCL_ASSIGN_OR_RETURN(UniqueFd fd, acceptOne(listener, &from));
     if (!fd.valid()) continue;
