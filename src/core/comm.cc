@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
+#include <exception>
+#include <new>
 
 #include "core/progress.h"
 #include "util/crc32c.h"
@@ -115,7 +117,15 @@ Status Comm::runOp(const OpDesc& desc, const std::function<Status()>& body) {
                         ": the communicator is already in use by another thread");
   BusyGuard busy(&busy_);
   OBCCL_TRY(beginOp(desc));
-  Status s = body();
+  Status s;
+  // An exception must not leave the op open (opDepth_) or skip telling the peers.
+  try {
+    s = body();
+  } catch (const std::bad_alloc&) {
+    s = systemError(describeOp(desc) + ": out of memory");
+  } catch (const std::exception& e) {
+    s = internalError(describeOp(desc) + ": unexpected exception: " + e.what());
+  }
   if (!s.isOk() && !failed_ && !failureAgreed_) (void)fail(s);
   endOp(s.isOk());
   if (s.isOk()) return s;
