@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "codec/codec.h"
+#include "core/hierarchical.h"
 #include "core/memory.h"
 #include "core/op.h"
 
@@ -480,6 +481,10 @@ Result<CompressedLayout> compressedLayout(size_t count, int nranks) {
 
 Status compressedErrorCounts(const Comm& comm, size_t count, size_t* workerCount,
                              size_t* serverCount, const Group* group) {
+  if (group == nullptr) {  // all ranks: the hierarchical schedule may apply (hierarchical.h)
+    OBCCL_ASSIGN_OR_RETURN(HierPlan plan, hierarchicalPlan(comm));
+    if (plan.active) return hierarchicalErrorCounts(plan, count, workerCount, serverCount);
+  }
   const Group& g = group ? *group : comm.world();
   OBCCL_ASSIGN_OR_RETURN(CompressedLayout l, compressedLayout(count, g.size()));
   *workerCount = l.padded;
@@ -492,6 +497,12 @@ Status compressedAllReduce(Comm& comm, const void* send, void* recv, size_t coun
                            const Group* group) {
   const Group& g = group ? *group : comm.world();
   OBCCL_TRY(checkArguments(send, recv, count, datatype, workerError, serverError));
+  if (group == nullptr) {  // all ranks: the hierarchical schedule may apply (hierarchical.h)
+    OBCCL_ASSIGN_OR_RETURN(HierPlan plan, hierarchicalPlan(comm));
+    if (plan.active)
+      return hierarchicalCompressedAllReduce(comm, plan, send, recv, count, datatype, workerError,
+                                             serverError);
+  }
   OBCCL_ASSIGN_OR_RETURN(CompressedLayout layout, compressedLayout(count, g.size()));
   OBCCL_ASSIGN_OR_RETURN(const codec::Kernels* kernels, codec::kernelsByName(comm.config().codec));
   OpDesc desc{OpKind::kCompressedAllReduce, count, datatype, obcclAvg, -1, true};

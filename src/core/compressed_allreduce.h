@@ -36,7 +36,8 @@ struct CompressedLayout {
 Result<CompressedLayout> compressedLayout(size_t count, int nranks);
 
 // Element counts of the worker (Np) and server (c) error buffers on this rank; group == nullptr
-// means every rank of the communicator.
+// means every rank of the communicator (where the hierarchical schedule of hierarchical.h, when
+// active, decides the counts and runs the call instead).
 Status compressedErrorCounts(const Comm& comm, size_t count, size_t* workerCount,
                              size_t* serverCount, const Group* group = nullptr);
 
