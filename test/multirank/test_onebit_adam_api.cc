@@ -38,7 +38,8 @@ std::vector<float> dyadicVec(size_t n, uint32_t seed) {
 }
 
 bool bitwiseEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 obcclOnebitAdamConfig_t config(long long freezeStep, float lr = 1e-2f) {
