@@ -327,6 +327,27 @@ TEST(ShmProcs, KilledReceiverIsReportedWithinTwoSeconds) { killMidTransfer(false
 
 TEST(ShmProcs, KilledPeerIsFoundByPidWhenItsFdsLiveOn) { killMidTransfer(true, true); }
 
+TEST(ShmProcs, KillingAJobWaitingForARankLeavesNothing) {
+  // Ranks 0 and 1 enter connect; rank 2 never does. The whole job is then killed, as a launcher
+  // does when one rank fails: nothing may have been created in /dev/shm yet.
+  ProcGroup g(3);
+  ASSERT_NE(g.shared(), nullptr);
+  Shared* s = g.shared();
+  g.start([&](int r) {
+    if (r == 2) pause();
+    std::vector<std::unique_ptr<Connection>> conns;
+    (void)g.connectAll(r, &conns);
+    return 0;
+  });
+  Deadline deadline = Deadline::afterMs(20000);
+  while (s->arrived[0].load() < 2 && !deadline.expired()) usleep(200);
+  ASSERT_FALSE(deadline.expired());
+  usleep(50 * 1000);
+  for (int r = 0; r < 3; ++r) kill(g.pid(r), SIGKILL);
+  g.wait();
+  EXPECT_TRUE(g.leftovers().empty()) << g.leftovers()[0];
+}
+
 TEST(ShmProcs, StoppedPeerIsNotTakenForDead) {
   ProcGroup g(2);
   ASSERT_NE(g.shared(), nullptr);

@@ -5,17 +5,22 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <mutex>
 #include <thread>
 
+#include "transports/shm/shm_segment.h"
 #include "transports/shm/shm_transport.h"
 
 namespace obccl::transport {
@@ -170,6 +175,32 @@ class EnvVar {
  private:
   const char* name_;
 };
+
+TEST(ShmTransport, RemovesOnlyOldNamesOfDeadProcesses) {
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  ASSERT_GT(dead, 0);
+  ASSERT_EQ(waitpid(dead, nullptr, 0), dead);
+  auto make = [](pid_t pid, const char* tag, bool old) {
+    std::string path = "/dev/shm/obccl-00000000000000aa-" + std::to_string(pid) + "-" + tag;
+    FILE* f = std::fopen(path.c_str(), "w");
+    if (f != nullptr) std::fclose(f);
+    if (old) {
+      timeval times[2] = {{time(nullptr) - 3600, 0}, {time(nullptr) - 3600, 0}};
+      utimes(path.c_str(), times);
+    }
+    return path;
+  };
+  std::string staleDead = make(dead, "00000001-0-1", true);
+  std::string freshDead = make(dead, "00000002-0-1", false);
+  std::string oldAlive = make(getpid(), "00000003-0-1", true);
+  shm::removeStaleNames();
+  EXPECT_NE(access(staleDead.c_str(), F_OK), 0);
+  EXPECT_EQ(access(freshDead.c_str(), F_OK), 0);
+  EXPECT_EQ(access(oldAlive.c_str(), F_OK), 0);
+  std::remove(freshDead.c_str());
+  std::remove(oldAlive.c_str());
+}
 
 TEST(ShmTransport, CanConnectOnlyOnTheSameHost) {
   auto t = makeShmTransport();

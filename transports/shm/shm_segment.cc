@@ -1,6 +1,8 @@
 #include "transports/shm/shm_segment.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "util/log.h"
 
@@ -26,6 +29,26 @@ std::string doorbellPath(uint64_t commId, pid_t pid, uint64_t nonce, int owner, 
   std::snprintf(buf, sizeof(buf), "/dev/shm/%s%016" PRIx64 "-%d-%08" PRIx64 "-%d-%d.bell",
                 kNamePrefix, commId, static_cast<int>(pid), nonce, owner, peer);
   return buf;
+}
+
+void removeStaleNames() {
+  constexpr time_t kStaleSeconds = 60;
+  DIR* dir = ::opendir("/dev/shm");
+  if (dir == nullptr) return;
+  time_t now = ::time(nullptr);
+  while (dirent* e = ::readdir(dir)) {
+    char commId[17];
+    int pid = 0;
+    std::string format = std::string(kNamePrefix) + "%16[0-9a-f]-%d-";
+    if (std::sscanf(e->d_name, format.c_str(), commId, &pid) != 2 || pid <= 0) continue;
+    std::string path = std::string("/dev/shm/") + e->d_name;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || now - st.st_mtime < kStaleSeconds) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    if (::unlink(path.c_str()) == 0)
+      OBCCL_INFO(kSubsysTransport, "shm: removed %s, left by dead process %d", path.c_str(), pid);
+  }
+  ::closedir(dir);
 }
 
 namespace {

@@ -20,6 +20,11 @@ constexpr const char* kNamePrefix = "obccl-";
 std::string segmentName(uint64_t commId, pid_t pid, uint64_t nonce, int lo, int hi);
 std::string doorbellPath(uint64_t commId, pid_t pid, uint64_t nonce, int owner, int peer);
 
+// Removes names that a process killed while connecting left in /dev/shm: those whose creator
+// pid (part of the name) no longer exists and that are older than a minute (far longer than a
+// connect keeps its names). Best effort: failures are ignored.
+void removeStaleNames();
+
 // A mapped POSIX shared-memory segment.
 class ShmSegment {
  public:

@@ -90,9 +90,7 @@ Status checkSegment(const ShmSegment& seg, const ConnectContext& ctx, int lo, in
 // Creates this rank's objects: the segment of each pair where it is the lower rank, and its own
 // doorbell for every peer.
 Status createOwned(const ConnectContext& ctx, const std::vector<int>& peers, uint64_t nonce,
-                   std::vector<PeerSetup>* setups) {
-  OBCCL_TRY(checkPeers(ctx, peers));
-  OBCCL_ASSIGN_OR_RETURN(uint64_t ringBytes, ringBytesParam());
+                   uint64_t ringBytes, std::vector<PeerSetup>* setups) {
   pid_t pid = ::getpid();
   for (int p : peers) {
     PeerSetup s;
@@ -162,29 +160,46 @@ bool ShmTransport::canConnect(const ConnectContext& ctx, int peer) const {
          ctx.hostOf[peer] == ctx.hostOf[ctx.rank];
 }
 
+namespace {
+
+// Checks the arguments; reads the ring size.
+Result<uint64_t> validate(const ConnectContext& ctx, const std::vector<int>& peers) {
+  OBCCL_TRY(checkPeers(ctx, peers));
+  return ringBytesParam();
+}
+
+// Collective: every rank reports whether `local` is ok; the first failure anywhere is returned.
+// A local failure still takes part, so that no peer waits for it.
+Status agree(const ConnectContext& ctx, const Status& local, uint64_t nonce, const char* stage,
+             std::vector<Announce>* all) {
+  if (!local.isOk()) OBCCL_WARN(kSubsysTransport, "%s", local.message().c_str());
+  OBCCL_TRY(exchange(ctx, local.isOk(), nonce, all));
+  OBCCL_TRY(local);
+  return othersFailed(*all, stage);
+}
+
+}  // namespace
+
 Status ShmTransport::connect(const ConnectContext& ctx, const std::vector<int>& peers,
                              std::vector<std::unique_ptr<Connection>>* out) {
   const uint64_t nonce = freshNonce();
-  std::vector<PeerSetup> setups;
-  // A local failure still takes part in both allgathers (as "not ok"), so no peer waits for it.
-  Status created = createOwned(ctx, peers, nonce, &setups);
-  if (!created.isOk()) OBCCL_WARN(kSubsysTransport, "%s", created.message().c_str());
+  removeStaleNames();
+  // Nothing is created before every rank has arrived: a job killed while ranks are still
+  // missing then leaves nothing in /dev/shm.
+  auto ringBytes = validate(ctx, peers);
   std::vector<Announce> all;
-  OBCCL_TRY(exchange(ctx, created.isOk(), nonce, &all));
-  OBCCL_TRY(created);
-  OBCCL_TRY(othersFailed(all, "creating"));
+  OBCCL_TRY(agree(ctx, ringBytes.status(), nonce, "checking", &all));
+  std::vector<PeerSetup> setups;
+  OBCCL_TRY(agree(ctx, createOwned(ctx, peers, nonce, ringBytes.value(), &setups), nonce,
+                  "creating", &all));
 
-  Status opened = openPeers(ctx, all, &setups);
-  if (!opened.isOk()) OBCCL_WARN(kSubsysTransport, "%s", opened.message().c_str());
   std::vector<Announce> again;
-  Status gathered = exchange(ctx, opened.isOk(), nonce, &again);
+  Status mapped = agree(ctx, openPeers(ctx, all, &setups), nonce, "mapping", &again);
   for (PeerSetup& s : setups) {  // every peer has opened what it needs (or given up)
     s.segment.unlink();
     s.bellIn.unlink();
   }
-  OBCCL_TRY(gathered);
-  OBCCL_TRY(opened);
-  OBCCL_TRY(othersFailed(again, "mapping"));
+  OBCCL_TRY(mapped);
 
   out->clear();
   for (PeerSetup& s : setups) {

@@ -3,9 +3,12 @@
 //
 // One segment per pair of ranks, created by the lower rank and holding both directions' rings
 // (OBCCL_SHM_RING_BYTES each), plus one FIFO doorbell per rank and peer in /dev/shm. connect()
-// takes part in two allgathers: after "created" every rank maps its peers' segments and opens
-// their doorbells; after "mapped" the creators remove every name, so nothing is left in /dev/shm
-// even if a process is killed later. Names: obccl-<commId>-<creator pid>-<nonce>-<rank>-<rank>.
+// takes part in three allgathers: "checked" (every rank has arrived, so nothing is created for a
+// job that dies before that), "created" (then every rank maps its peers' segments and opens
+// their doorbells) and "mapped" (then the creators remove every name). A process killed after
+// that leaves nothing in /dev/shm; one killed inside the short window leaves names carrying its
+// pid, which the next connect on the host removes once they are a minute old.
+// Names: obccl-<commId>-<creator pid>-<nonce>-<rank>-<rank>[.bell].
 #pragma once
 
 #include <memory>
