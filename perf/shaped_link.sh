@@ -13,7 +13,9 @@
 #   -b, -e      smallest and largest size in fp32 bytes (default 64K, 256M); every method
 #               moves the same element count, so bf16 rows carry half these bytes
 #   -i ITERS    timed iterations from 16 MiB up (default 3; smaller sizes use more)
-#   -m METHODS  comma list of compressed, fp32, bf16, mpi (default all four)
+#   -m METHODS  comma list of compressed, fp32, bf16, mpi (default all four), and
+#               compressedB<B>: compressed with OBCCL_COMPRESS_BLOCK=B (e.g. compressedB4096;
+#               unchecked: obccl_perf's expected values model compressBlock 0 only)
 #   -c 0|1      check results (default 1)
 #   -T SECONDS  limit per benchmark run (default 900)
 #   -o OUT_DIR  default perf/results: shaped_link.md, shaped_link.csv, shaped_link_n<N>.png
@@ -26,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
 
 # Runs every method for every rank count at one rate; called inside the new namespace.
 inner() {
@@ -71,10 +73,17 @@ runOne() {
   read -r b e iters warm <<<"$4"
   local csv="$SL_TMP/$rate.$n.$m.$b.csv" log="$SL_TMP/$rate.$n.$m.$b.log" div=1
   local -a cmd
-  local perf=(-f 2 -c "$SL_CHECK" -n "$iters" -w "$warm" -j "$csv")
+  # obccl_perf's expected values model compressBlock 0 only: no check for compressedB*.
+  local check=$SL_CHECK
+  [[ $m == compressedB* ]] && check=0
+  local perf=(-f 2 -c "$check" -n "$iters" -w "$warm" -j "$csv")
   local run=("$SL_BUILD/tools/obcclrun" -n "$n" --timeout "$SL_TIMEOUT" --)
   case $m in
     compressed) cmd=("${run[@]}" "$SL_BUILD/perf/obccl_perf" -t compressed_allreduce -d float) ;;
+    compressedB*)  # one scale per block of B elements (OBCCL_COMPRESS_BLOCK), fully pipelined
+      cmd=(env OBCCL_COMPRESS_BLOCK="${m#compressedB}" "${run[@]}" "$SL_BUILD/perf/obccl_perf"
+           -t compressed_allreduce -d float)
+      ;;
     fp32) cmd=("${run[@]}" "$SL_BUILD/perf/obccl_perf" -t allreduce -d float -o sum) ;;
     bf16) cmd=("${run[@]}" "$SL_BUILD/perf/obccl_perf" -t allreduce -d bfloat16 -o sum) div=2 ;;
     mpi)
@@ -124,11 +133,12 @@ md = []
 for rate, n in keys:
     d = data[(rate, n)]
     sizes = sorted({b for (_, b) in d})
+    extra = sorted({k for (k, _) in d} - {"compressed", "fp32", "bf16", "mpi"})
     md.append(f"### {'unshaped' if rate == 'none' else rate.replace('gbit', ' Gbit/s')}, {n} ranks\n")
     md.append("| size (fp32) | compressed (ms) | fp32 (ms) | bf16 (ms) | Open MPI (ms) "
               "| MPI / compressed | fp32 / compressed | compressed wire (B/rank) | wire / model "
-              "| fp32 ring link use |")
-    md.append("| ---: " * 10 + "|")
+              "| fp32 ring link use |" + "".join(f" {e} (ms) | MPI / {e} |" for e in extra))
+    md.append("| ---: " * (10 + 2 * len(extra)) + "|")
     wins, loads = [], []
     for b in sizes:
         c, f, h, m = (d.get((k, b)) for k in ("compressed", "fp32", "bf16", "mpi"))
@@ -147,7 +157,8 @@ for rate, n in keys:
             use = f'{n * float(f["busbw_GBps"]) * 8 / gbit(rate):.0%}'
         if c and f: wins.append((b, float(c["time_us"]) < float(f["time_us"])))
         md.append(f"| {human(b)} | {ms(c)} | {ms(f)} | {ms(h)} | {ms(m)} | {ratio(m, c)} "
-                  f"| {ratio(f, c)} | {wire} | {model} | {use} |")
+                  f"| {ratio(f, c)} | {wire} | {model} | {use} |"
+                  + "".join(f" {ms(d.get((e, b)))} | {ratio(m, d.get((e, b)))} |" for e in extra))
     pays = [b for i, (b, w) in enumerate(wins) if all(x for _, x in wins[i:])]
     if not wins: line = "no compressed/fp32 pair measured"
     elif pays and pays[0] == wins[0][0]:
@@ -175,7 +186,8 @@ for n in sorted({k[1] for k in keys}):
         d = data[(rate, n)]
         gp.append(f'set title "{"unshaped" if rate == "none" else rate}"')
         plots = []
-        for m, name in names.items():
+        ms_ = sorted({k for (k, _) in d} - set(names))
+        for m, name in list(names.items()) + [(e, f"obccl {e}") for e in ms_]:
             pts = sorted((b, float(r["time_us"])) for (k, b), r in d.items() if k == m)
             if not pts: continue
             fn = os.path.join(out, f".plot.{rate}.{n}.{m}.tmp")
