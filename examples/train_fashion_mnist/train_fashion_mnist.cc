@@ -134,6 +134,135 @@ void plotCsv(const std::string& csv, const std::string& png, const std::string& 
     std::fprintf(stderr, "train_fashion_mnist: gnuplot failed; the CSV is in %s\n", csv.c_str());
 }
 
+// One rank's training run: data, model, optimizer and the per-epoch report.
+class Trainer {
+ public:
+  Trainer(const Args& a, obcclComm_t comm, int rank, int nranks)
+      : a_(a), comm_(comm), rank_(rank), nranks_(nranks), model_(784, 256, 10) {}
+
+  // Loads the data and creates the optimizer; false (with a message printed) on failure.
+  bool setup() {
+    std::string error;
+    if (!fmnist::loadDataset(a_.data, "train", a_.trainLimit, &train_, &error) ||
+        !fmnist::loadDataset(a_.data, "t10k", a_.testLimit, &test_, &error)) {
+      std::fprintf(stderr, "train_fashion_mnist: %s\n", error.c_str());
+      return false;
+    }
+    local_ = a_.batch / nranks_;
+    stepsPerEpoch_ = static_cast<long long>(train_.count / a_.batch);
+    if (stepsPerEpoch_ == 0 || train_.pixels != 784) {
+      std::fprintf(stderr,
+                   "train_fashion_mnist: fewer samples than one global batch, or not "
+                   "28x28 images\n");
+      return false;
+    }
+    model_.init(a_.seed);
+    const long long totalSteps = stepsPerEpoch_ * a_.epochs;
+    obcclOnebitAdamConfig_t cfg = OBCCL_ONEBIT_ADAM_CONFIG_INITIALIZER;
+    cfg.lr = a_.lr;
+    if (a_.mode == "adam")
+      cfg.freezeStep = totalSteps + 1;  // never leaves the full-precision stage
+    else if (a_.freezeStep != 0)
+      cfg.freezeStep = a_.freezeStep;
+    else
+      cfg.freezeStep = std::max(1LL, std::llround(a_.warmup * totalSteps));
+    check(obcclOnebitAdamCreate(comm_, model_.paramCount(), &cfg, &opt_), comm_,
+          "obcclOnebitAdamCreate");
+    if (rank_ == 0) {
+      std::printf(
+          "Fashion-MNIST MLP 784-256-10, %zu parameters, %d ranks, mode %s, global batch "
+          "%zu, %lld steps/epoch, freeze step %lld\n",
+          model_.paramCount(), nranks_, a_.mode.c_str(), a_.batch, stepsPerEpoch_,
+          a_.mode == "adam" ? -1LL : static_cast<long long>(cfg.freezeStep));
+      if (!a_.csv.empty() && (csv_ = std::fopen(a_.csv.c_str(), "w")) != nullptr)
+        std::fprintf(csv_,
+                     "mode,epoch,step,train_loss,test_loss,test_acc,bytes_sent,seconds,stage\n");
+    }
+    order_.resize(train_.count);
+    std::iota(order_.begin(), order_.end(), 0);
+    t0_ = std::chrono::steady_clock::now();
+    return true;
+  }
+
+  // One pass over the training set; returns the summed per-step losses of this rank.
+  double trainEpoch(int epoch) {
+    const size_t px = train_.pixels;
+    // Same seed on every rank: the same permutation, of which each rank takes its shard.
+    std::mt19937 shuffle(a_.seed * 1000003u + epoch);
+    std::shuffle(order_.begin(), order_.end(), shuffle);
+    std::vector<float> x(local_ * px);
+    std::vector<uint8_t> y(local_);
+    double lossSum = 0;
+    unsigned long long before = bytesSent(comm_);
+    for (long long s = 0; s < stepsPerEpoch_; ++s) {
+      for (size_t i = 0; i < local_; ++i) {
+        size_t idx = order_[s * a_.batch + rank_ * local_ + i];
+        std::memcpy(&x[i * px], &train_.images[idx * px], px * sizeof(float));
+        y[i] = train_.labels[idx];
+      }
+      lossSum += model_.forwardBackward(x.data(), y.data(), local_);
+      if (a_.mode == "onebit-noef")
+        check(obcclOnebitAdamResetErrorFeedback(opt_), comm_, "obcclOnebitAdamResetErrorFeedback");
+      check(obcclOnebitAdamStep(opt_, model_.params(), model_.grads(), -1.0f, nullptr), comm_,
+            "obcclOnebitAdamStep");
+    }
+    trainBytes_ += bytesSent(comm_) - before;
+    return lossSum;
+  }
+
+  // Scores the test set (each rank its share, one small allreduce) and reports on rank 0.
+  void report(int epoch, double lossSum) {
+    double sums[4] = {lossSum, 0, 0, 0};  // train loss, test loss, correct, test samples
+    const size_t lo = test_.count * rank_ / nranks_, hi = test_.count * (rank_ + 1) / nranks_;
+    for (size_t b = lo; b < hi; b += 500) {
+      size_t n = std::min<size_t>(500, hi - b);
+      model_.evaluate(&test_.images[b * test_.pixels], &test_.labels[b], n, &sums[1], &sums[2]);
+    }
+    sums[3] = static_cast<double>(hi - lo);
+    check(obcclAllReduce(sums, sums, 4, obcclFloat64, obcclSum, comm_, nullptr), comm_,
+          "obcclAllReduce");
+    long long step = 0, skipped = 0;
+    obcclOptimStage_t stage = obcclStageWarmup;
+    check(obcclOnebitAdamGetInfo(opt_, &step, &stage, &skipped), comm_, "obcclOnebitAdamGetInfo");
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    if (rank_ != 0) return;
+    double trainLoss = sums[0] / (stepsPerEpoch_ * nranks_), testLoss = sums[1] / sums[3];
+    double acc = 100.0 * sums[2] / sums[3];
+    const char* st = stage == obcclStageCompressed ? "compressed" : "warmup";
+    std::printf(
+        "epoch %3d/%d  loss %.4f  test_loss %.4f  test_acc %6.2f%%  sent %9.3f MB  "
+        "stage %-10s %6.1f s%s\n",
+        epoch, a_.epochs, trainLoss, testLoss, acc, trainBytes_ / 1e6, st, secs,
+        skipped ? "  (skipped steps!)" : "");
+    std::fflush(stdout);
+    if (csv_)
+      std::fprintf(csv_, "%s,%d,%lld,%.6f,%.6f,%.4f,%llu,%.2f,%s\n", a_.mode.c_str(), epoch, step,
+                   trainLoss, testLoss, acc, trainBytes_, secs, st);
+  }
+
+  void finish() {
+    if (csv_) std::fclose(csv_);
+    csv_ = nullptr;
+    if (rank_ == 0 && !a_.plot.empty() && !a_.csv.empty()) plotCsv(a_.csv, a_.plot, a_.mode);
+    if (opt_) check(obcclOnebitAdamDestroy(opt_), comm_, "obcclOnebitAdamDestroy");
+    opt_ = nullptr;
+  }
+
+ private:
+  const Args a_;
+  obcclComm_t comm_;
+  int rank_, nranks_;
+  fmnist::Dataset train_, test_;
+  fmnist::Mlp model_;
+  obcclOnebitAdam_t opt_ = nullptr;
+  FILE* csv_ = nullptr;
+  size_t local_ = 0;
+  long long stepsPerEpoch_ = 0;
+  std::vector<size_t> order_;
+  unsigned long long trainBytes_ = 0;
+  std::chrono::steady_clock::time_point t0_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,103 +281,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "--batch %zu is not a multiple of %d ranks\n", a.batch, nranks);
     return 2;
   }
-
-  fmnist::Dataset train, test;
-  std::string error;
-  if (!fmnist::loadDataset(a.data, "train", a.trainLimit, &train, &error) ||
-      !fmnist::loadDataset(a.data, "t10k", a.testLimit, &test, &error)) {
-    std::fprintf(stderr, "train_fashion_mnist: %s\n", error.c_str());
-    return 1;
-  }
-  const size_t local = a.batch / nranks, pixels = train.pixels;
-  const long long stepsPerEpoch = static_cast<long long>(train.count / a.batch);
-  const long long totalSteps = stepsPerEpoch * a.epochs;
-  if (stepsPerEpoch == 0) {
-    std::fprintf(stderr, "train_fashion_mnist: fewer samples than one global batch\n");
-    return 2;
-  }
-
-  fmnist::Mlp model(pixels, 256, 10);
-  model.init(a.seed);
-  obcclOnebitAdamConfig_t cfg = OBCCL_ONEBIT_ADAM_CONFIG_INITIALIZER;
-  cfg.lr = a.lr;
-  if (a.mode == "adam")
-    cfg.freezeStep = totalSteps + 1;  // never leaves the full-precision stage
-  else if (a.freezeStep != 0)
-    cfg.freezeStep = a.freezeStep;
-  else
-    cfg.freezeStep = std::max(1LL, std::llround(a.warmup * totalSteps));
-  obcclOnebitAdam_t opt = nullptr;
-  check(obcclOnebitAdamCreate(comm, model.paramCount(), &cfg, &opt), comm, "obcclOnebitAdamCreate");
-
-  FILE* csv = nullptr;
-  if (rank == 0) {
-    std::printf(
-        "Fashion-MNIST MLP %zu-256-10, %zu parameters, %d ranks, mode %s, global batch "
-        "%zu, %lld steps/epoch, freeze step %lld\n",
-        pixels, model.paramCount(), nranks, a.mode.c_str(), a.batch, stepsPerEpoch,
-        a.mode == "adam" ? -1LL : static_cast<long long>(cfg.freezeStep));
-    if (!a.csv.empty() && (csv = std::fopen(a.csv.c_str(), "w")) != nullptr)
-      std::fprintf(csv, "mode,epoch,step,train_loss,test_loss,test_acc,bytes_sent,seconds,stage\n");
-  }
-
-  std::vector<size_t> order(train.count);
-  std::iota(order.begin(), order.end(), 0);
-  std::vector<float> x(local * pixels);
-  std::vector<uint8_t> y(local);
-  unsigned long long trainBytes = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int epoch = 1; epoch <= a.epochs; ++epoch) {
-    // Same seed on every rank: the same permutation, of which each rank takes its shard.
-    std::mt19937 shuffle(a.seed * 1000003u + epoch);
-    std::shuffle(order.begin(), order.end(), shuffle);
-    double lossSum = 0;
-    unsigned long long before = bytesSent(comm);
-    for (long long s = 0; s < stepsPerEpoch; ++s) {
-      for (size_t i = 0; i < local; ++i) {
-        size_t idx = order[s * a.batch + rank * local + i];
-        std::memcpy(&x[i * pixels], &train.images[idx * pixels], pixels * sizeof(float));
-        y[i] = train.labels[idx];
-      }
-      lossSum += model.forwardBackward(x.data(), y.data(), local);
-      if (a.mode == "onebit-noef")
-        check(obcclOnebitAdamResetErrorFeedback(opt), comm, "obcclOnebitAdamResetErrorFeedback");
-      check(obcclOnebitAdamStep(opt, model.params(), model.grads(), -1.0f, nullptr), comm,
-            "obcclOnebitAdamStep");
-    }
-    trainBytes += bytesSent(comm) - before;
-    // Each rank scores its share of the test set; one small allreduce sums the figures.
-    double sums[4] = {lossSum, 0, 0, 0};  // train loss, test loss, correct, test samples
-    const size_t lo = test.count * rank / nranks, hi = test.count * (rank + 1) / nranks;
-    for (size_t b = lo; b < hi; b += 500) {
-      size_t n = std::min<size_t>(500, hi - b);
-      model.evaluate(&test.images[b * pixels], &test.labels[b], n, &sums[1], &sums[2]);
-    }
-    sums[3] = static_cast<double>(hi - lo);
-    check(obcclAllReduce(sums, sums, 4, obcclFloat64, obcclSum, comm, nullptr), comm,
-          "obcclAllReduce");
-    long long step = 0, skipped = 0;
-    obcclOptimStage_t stage = obcclStageWarmup;
-    check(obcclOnebitAdamGetInfo(opt, &step, &stage, &skipped), comm, "obcclOnebitAdamGetInfo");
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (rank == 0) {
-      double trainLoss = sums[0] / (stepsPerEpoch * nranks), testLoss = sums[1] / sums[3];
-      double acc = 100.0 * sums[2] / sums[3];
-      const char* st = stage == obcclStageCompressed ? "compressed" : "warmup";
-      std::printf(
-          "epoch %3d/%d  loss %.4f  test_loss %.4f  test_acc %6.2f%%  sent %9.3f MB  "
-          "stage %-10s %6.1f s%s\n",
-          epoch, a.epochs, trainLoss, testLoss, acc, trainBytes / 1e6, st, secs,
-          skipped ? "  (skipped steps!)" : "");
-      std::fflush(stdout);
-      if (csv)
-        std::fprintf(csv, "%s,%d,%lld,%.6f,%.6f,%.4f,%llu,%.2f,%s\n", a.mode.c_str(), epoch, step,
-                     trainLoss, testLoss, acc, trainBytes, secs, st);
-    }
-  }
-  if (csv) std::fclose(csv);
-  if (rank == 0 && !a.plot.empty() && !a.csv.empty()) plotCsv(a.csv, a.plot, a.mode);
-  check(obcclOnebitAdamDestroy(opt), comm, "obcclOnebitAdamDestroy");
+  Trainer trainer(a, comm, rank, nranks);
+  if (!trainer.setup()) return 1;
+  for (int epoch = 1; epoch <= a.epochs; ++epoch) trainer.report(epoch, trainer.trainEpoch(epoch));
+  trainer.finish();
   check(obcclCommDestroy(comm), nullptr, "obcclCommDestroy");
   return 0;
 }
