@@ -217,7 +217,7 @@ TEST(Failures, AbortDuringNonBlockingInitIsQuick) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   auto t0 = Clock::now();
   EXPECT_EQ(obcclCommAbort(c), obcclSuccess);
-  EXPECT_LT(msSince(t0), 3000);
+  EXPECT_LT(msSince(t0), 1000);  // the bootstrap connect sees the abort within ~100 ms
 }
 
 }  // namespace
