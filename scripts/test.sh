@@ -53,7 +53,7 @@ run_ctest() {
     stage_failures+=(ctest)
   fi
   # A non-zero exit with no failed test counted (e.g. a test list that could not be made).
-  if [[ $rc -ne 0 && ${fail:-0} -eq 0 ]]; then stage_failures+=(ctest); fi
+  if [[ -n $summary && $rc -ne 0 && $fail -eq 0 ]]; then stage_failures+=(ctest); fi
 }
 
 run_python() {
