@@ -100,6 +100,7 @@ Status Comm::beginOp(const OpDesc& desc) {
   opDeadline_ = Deadline::afterMs(config_.timeoutMs);
   failureAgreed_ = false;
   failed_ = false;
+  errorFrameFrom_.assign(nranks_, false);
   return Status::ok();
 }
 
@@ -199,6 +200,8 @@ Status Comm::checkHeaderMatches(const Transfer& t) const {
   std::string from = "rank " + std::to_string(t.peer);
   OBCCL_TRY(transport::checkHeader(h, peerName(t.peer)));
   if (h.flags & transport::kFlagError) {
+    if (t.peer >= 0 && t.peer < static_cast<int>(errorFrameFrom_.size()))
+      errorFrameFrom_[t.peer] = true;
     obcclResult_t code = static_cast<obcclResult_t>(h.step);
     if (h.step == obcclSuccess || h.step >= obcclNumResults) code = obcclRemoteError;
     return Status(code, from + " failed its " + describeOp(opDescOf(h)) + " #" +
@@ -314,7 +317,16 @@ Status Comm::fail(Status status) {
   }
   OBCCL_WARN(kSubsysColl, "%s #%llu failed: %s", opName(op_.op),
              static_cast<unsigned long long>(seq_), status.message().c_str());
-  if (!aborted()) drainAfterFailure(status.code());
+  if (aborted()) return status;
+  std::string silent = drainAfterFailure(status.code());
+  if (silent.empty()) return status;
+  // A timeout names the peers this rank waited for, which may themselves wait for the one that
+  // stopped; the drain tells them apart (a live peer fails too and says so).
+  status = Status(status.code(), status.message() + "; " + silent);
+  OBCCL_WARN(kSubsysColl, "%s #%llu: %s", opName(op_.op), static_cast<unsigned long long>(seq_),
+             silent.c_str());
+  std::lock_guard<std::mutex> lock(healthMu_);
+  health_ = status.withContext(std::string(opName(op_.op)) + " #" + std::to_string(seq_));
   return status;
 }
 
@@ -324,7 +336,7 @@ Status Comm::fail(Status status) {
 // need a reader until they reach the error frame of their own. It ends when every peer has sent
 // its error frame, when nothing moved for kQuietMs, or after kErrorGraceMs. The caller's
 // buffers are still valid here; after it returns the connections are never progressed again.
-void Comm::drainAfterFailure(obcclResult_t code) {
+std::string Comm::drainAfterFailure(obcclResult_t code) {
   constexpr int kErrorGraceMs = 2000;
   constexpr int kQuietMs = 100;
   const int n = static_cast<int>(connections_.size());
@@ -339,11 +351,13 @@ void Comm::drainAfterFailure(obcclResult_t code) {
   for (int p = 0; p < n; ++p) {
     if (p == rank_ || !connections_[p]) continue;
     if (!connections_[p]->postSend(h, nullptr, &errs[p].req).isOk()) continue;
+    if (errorFrameFrom_[p]) continue;  // it failed first and sends nothing more
     discards[p].emplace_back();
     if (connections_[p]->postRecv(nullptr, 0, &discards[p].back().req).isOk()) live.push_back(p);
   }
   Deadline grace = Deadline::afterMs(kErrorGraceMs);
   Deadline quiet = Deadline::afterMs(kQuietMs);
+  std::vector<bool> heard(n, false);  // bytes arrived from the peer during the drain
   int idle = 0;
   while (!live.empty() && !grace.expired() && !quiet.expired() && !aborted()) {
     std::vector<int> still;
@@ -351,8 +365,10 @@ void Comm::drainAfterFailure(obcclResult_t code) {
     for (int p : live) {
       transport::Connection* c = connections_[p].get();
       uint64_t before = c->bytesSent() + c->bytesReceived();
+      uint64_t received = c->bytesReceived();
       if (!c->progress().isOk()) continue;  // a broken connection needs nothing more
       moved = moved || c->bytesSent() + c->bytesReceived() != before;
+      if (c->bytesReceived() != received) heard[p] = true;
       transport::Request& r = discards[p].back().req;
       if (r.done) {
         if (r.header.magic == transport::kFrameMagic && (r.header.flags & transport::kFlagError))
@@ -372,6 +388,15 @@ void Comm::drainAfterFailure(obcclResult_t code) {
     for (int p : live) conns.push_back(connections_[p].get());
     waiter_->wait(conns, Deadline::earlier(grace, quiet), &idle);
   }
+  // Peers that sent nothing at all while every live peer failed too, and whose connection did
+  // not break: stopped, hung or cut off. Reported for timeouts, where the peer this rank waited
+  // for may itself be waiting for the silent one.
+  if (code != obcclTimeout || aborted()) return "";
+  std::string silent;
+  for (int p : live)
+    if (!heard[p] && !errorFrameFrom_[p]) silent += (silent.empty() ? "" : ", ") + peerName(p);
+  if (silent.empty()) return "";
+  return "peers silent after the failure (neither failed nor closed): " + silent;
 }
 
 uint8_t* Comm::scratch(ScratchSlot slot, size_t bytes) {

@@ -196,7 +196,8 @@ class Comm {
   Status beginOp(const OpDesc& desc);
   void endOp(bool ok);
   void refreshStats();
-  void drainAfterFailure(obcclResult_t code);
+  // Returns "" or a note naming the peers that went silent (neither failed nor closed).
+  std::string drainAfterFailure(obcclResult_t code);
   // A collective with nothing to move (count 0) still counts as completed.
   Status noOp() {
     if (opDepth_ == 0) collectives_.fetch_add(1, std::memory_order_relaxed);
@@ -228,6 +229,8 @@ class Comm {
   Deadline opDeadline_ = Deadline::never();
   bool failureAgreed_ = false;
   bool failed_ = false;  // fail() ran during this op
+  // Peers whose error frame this rank has read during this op (they failed, they are not silent).
+  mutable std::vector<bool> errorFrameFrom_;
 
   std::atomic<bool> aborted_{false};
   std::atomic<bool> busy_{false};
