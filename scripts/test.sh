@@ -8,6 +8,8 @@
 #   OBCCL_TEST_TIMEOUT  seconds per CTest test without its own limit (default 300)
 #   OBCCL_SKIP_PYTHON=1 skip the Python tests (they install torch from PyPI the first time)
 #   OBCCL_SKIP_FUZZ=1   skip the fuzz corpus replay (scripts/fuzz.sh replay; a clang ASan build)
+#   OBCCL_TEST_SANITIZERS=1  also run scripts/sanitize.sh asan --quick and tsan --quick (two more
+#                       full builds: about doubles the run time on 2 cores, so not by default)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${OBCCL_BUILD_DIR:-build}
@@ -104,12 +106,37 @@ run_fuzz() {
   if [[ $rc -ne 0 ]]; then echo "test.sh: fuzz replay failed (log: $LOG_DIR/fuzz.log)"; fi
 }
 
+# The unit and multi-rank suites again under ASan+UBSan and TSan, when asked for.
+run_sanitizers() {
+  [[ -f scripts/sanitize.sh && ${OBCCL_TEST_SANITIZERS:-0} == 1 ]] || return 0
+  local kind log summary total fail skip
+  for kind in asan tsan; do
+    stage "sanitizers: scripts/sanitize.sh $kind --quick"
+    log="$LOG_DIR/sanitize-$kind.log"
+    bash scripts/sanitize.sh "$kind" --quick 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    summary=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+    if [[ -z $summary ]]; then
+      stage_failures+=("sanitize-$kind")
+      continue
+    fi
+    total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$summary")
+    fail=$(sed -E 's/.* ([0-9]+) tests? failed.*/\1/' <<<"$summary")
+    skip=$(grep -cE '\(Skipped\)$' "$log" || true)
+    passed=$((passed + total - fail - skip))
+    failed=$((failed + fail))
+    skipped=$((skipped + skip))
+    if [[ $rc -ne 0 && $fail -eq 0 ]]; then stage_failures+=("sanitize-$kind"); fi
+  done
+}
+
 mkdir -p "$LOG_DIR" 2>/dev/null || true
 if run_setup_and_build; then
   mkdir -p "$LOG_DIR"
   run_ctest
   run_python
   run_fuzz
+  run_sanitizers
 fi
 
 echo
