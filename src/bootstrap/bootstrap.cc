@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "bootstrap/protocol.h"
+#include "bootstrap/root_service.h"
 #include "util/auth.h"
 #include "util/log.h"
 
@@ -22,7 +23,12 @@ class BootstrapClient final : public Bootstrap {
         rank_(rank),
         nranks_(nranks),
         rootName_("bootstrap root at " + root.toString()),
-        local_(std::move(local)) {}
+        localKey_(local.toString()),
+        local_(std::move(local)) {
+    local_.setPort(0);
+    noteLocalClient(localKey_, true);
+  }
+  ~BootstrapClient() override { noteLocalClient(localKey_, false); }
 
   Status join(const Deadline& deadline, const std::atomic<bool>* cancel);
   Status allgather(const std::vector<uint8_t>& mine, std::vector<std::vector<uint8_t>>* all,
@@ -47,6 +53,7 @@ class BootstrapClient final : public Bootstrap {
   UniqueFd fd_;
   int rank_, nranks_;
   std::string rootName_;
+  std::string localKey_;  // host:port of this end of the root connection
   SocketAddress local_;
   std::atomic<bool> aborted_{false};
   Status error_;
@@ -194,7 +201,6 @@ Result<std::unique_ptr<Bootstrap>> Bootstrap::connect(const UniqueIdData& id, in
   Result<int64_t> peer = authenticatePeer(fd.get(), ao, deadline);
   if (!peer.isOk()) return peer.status();
   OBCCL_ASSIGN_OR_RETURN(SocketAddress local, localAddressOf(fd.get()));
-  local.setPort(0);
   auto client = std::make_unique<BootstrapClient>(std::move(fd), rank, nranks, id.root, local);
   OBCCL_TRY(client->join(deadline, cancel));
   OBCCL_DEBUG(kSubsysBootstrap, "rank %d of %d joined %s from %s", rank, nranks, rootName.c_str(),

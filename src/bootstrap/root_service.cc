@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "bootstrap/protocol.h"
@@ -27,6 +28,7 @@ using Clock = std::chrono::steady_clock;
 struct Registry {
   std::mutex mu;
   int active = 0;
+  std::set<std::string> localClients;  // see noteLocalClient()
 };
 Registry& registry() {
   static Registry* r = new Registry();
@@ -83,6 +85,8 @@ class RootService {
   void flush(Peer& p);
   void send(Peer& p, std::shared_ptr<const std::vector<uint8_t>> msg);
   void sendError(Peer& p, const Status& s);
+  // To every connected rank, those in this process last (noteLocalClient).
+  void sendToRanks(const std::shared_ptr<const std::vector<uint8_t>>& msg);
   void dropStranger(Peer& p, const std::string& why);
   // Sends the error, then closes once it is flushed.
   void drain(Peer& p, const Status& s);
@@ -109,6 +113,7 @@ class RootService {
   int joined_ = 0, departed_ = 0;
   bool welcomed_ = false;
   bool failing_ = false;
+  Status failure_;  // why the job failed, once failing_
   Clock::time_point drainUntil_;
   std::map<uint64_t, Round> rounds_;
 };
@@ -129,6 +134,18 @@ void RootService::send(Peer& p, std::shared_ptr<const std::vector<uint8_t>> msg)
   if (p.stage == Stage::kClosed) return;
   p.out.emplace_back(std::move(msg), 0);
   flush(p);
+}
+
+void RootService::sendToRanks(const std::shared_ptr<const std::vector<uint8_t>>& msg) {
+  std::vector<Peer*> local;
+  {
+    std::lock_guard<std::mutex> lock(registry().mu);
+    for (Peer* q : byRank_)
+      if (q != nullptr && registry().localClients.count(q->name) > 0) local.push_back(q);
+  }
+  for (Peer* q : byRank_)
+    if (q != nullptr && std::find(local.begin(), local.end(), q) == local.end()) send(*q, msg);
+  for (Peer* q : local) send(*q, msg);
 }
 
 void RootService::sendError(Peer& p, const Status& s) {
@@ -176,6 +193,7 @@ void RootService::failJob(const Status& s) {
   OBCCL_WARN(kSubsysBootstrap, "bootstrap root %s: %s", address_.toString().c_str(),
              s.message().c_str());
   failing_ = true;
+  failure_ = s;
   drainUntil_ = Clock::now() + std::chrono::seconds(2);
   for (auto& p : peers_)
     if (p->stage == Stage::kJoined) drain(*p, s);
@@ -220,10 +238,8 @@ void RootService::onClosed(Peer& p, const std::string& why) {
   // deadline. Ranks past init never read their bootstrap connection again, so a normal exit
   // costs one unread message per rank.
   if (departed_ == 1) {
-    auto notice = std::make_shared<const std::vector<uint8_t>>(makeErrorMessage(
-        remoteError(rankName(r) + " left the job while it was starting (" + why + ")")));
-    for (Peer* q : byRank_)
-      if (q != nullptr) send(*q, notice);
+    sendToRanks(std::make_shared<const std::vector<uint8_t>>(makeErrorMessage(
+        remoteError(rankName(r) + " left the job while it was starting (" + why + ")"))));
   }
 }
 
@@ -341,6 +357,8 @@ void RootService::onJoin(Peer& p) {
   p.have = 0;
   p.rank = j.rank;
   std::string who = "rank " + std::to_string(j.rank) + " (" + p.name + ")";
+  // A join read in the same poll round as the job's failure: the latecomer gets the failure.
+  if (failing_) return drain(p, failure_);
   if (welcomed_) {
     // The job runs with a full set of ranks; only the latecomer learns about its mistake.
     return drain(p, invalidUsage(who + " tried to join, but all " + std::to_string(nranks_) +
@@ -378,9 +396,8 @@ void RootService::onJoin(Peer& p) {
               address_.toString().c_str(), who.c_str(), joined_, nranks_);
   if (joined_ == nranks_) {
     welcomed_ = true;
-    auto welcome =
-        std::make_shared<const std::vector<uint8_t>>(makeMessage(MsgType::kWelcome, 0, nullptr, 0));
-    for (Peer* q : byRank_) send(*q, welcome);
+    sendToRanks(std::make_shared<const std::vector<uint8_t>>(
+        makeMessage(MsgType::kWelcome, 0, nullptr, 0)));
     OBCCL_INFO(kSubsysBootstrap, "bootstrap root %s: all %d ranks joined",
                address_.toString().c_str(), nranks_);
   }
@@ -447,9 +464,7 @@ void RootService::completeRound(uint64_t round) {
     out += part.size();
   }
   rounds_.erase(round);
-  std::shared_ptr<const std::vector<uint8_t>> shared = std::move(msg);
-  for (Peer* q : byRank_)
-    if (q != nullptr) send(*q, shared);
+  sendToRanks(std::move(msg));
 }
 
 void RootService::checkTimers() {
@@ -550,6 +565,15 @@ Status launchRootService(UniqueFd listener, SocketAddress address, UniqueIdData 
   }
   OBCCL_INFO(kSubsysBootstrap, "bootstrap root listening on %s", address.toString().c_str());
   return Status::ok();
+}
+
+void noteLocalClient(const std::string& address, bool connected) {
+  std::lock_guard<std::mutex> lock(registry().mu);
+  if (connected) {
+    registry().localClients.insert(address);
+  } else {
+    registry().localClients.erase(address);
+  }
 }
 
 int activeRootServices() {

@@ -2,6 +2,8 @@
 // agree on the job, and serves allgather rounds. Strangers cost it bounded memory and time.
 #pragma once
 
+#include <string>
+
 #include "bootstrap/bootstrap.h"
 #include "util/socket.h"
 
@@ -12,5 +14,10 @@ namespace obccl::bootstrap {
 // passes, or after the job failed and the error reached the ranks.
 Status launchRootService(UniqueFd listener, SocketAddress address, UniqueIdData id,
                          const RootServiceOptions& options);
+
+// Bootstrap clients of this process, by the local "host:port" of their root connection. A root
+// service answers them after every other rank, so that a rank in the root's own process cannot
+// end that process (and the root) while another rank's message is still unsent.
+void noteLocalClient(const std::string& address, bool connected);
 
 }  // namespace obccl::bootstrap
