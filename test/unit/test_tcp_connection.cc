@@ -235,8 +235,22 @@ TEST(TcpConnection, SendToClosedPeerFails) {
 
 TEST(TcpConnection, PollEventsFollowQueuedWork) {
   Pair p = socketPair(16 * 1024);
+  // Idle: only a hangup wakes the caller, not data that arrives before its receive is posted.
   EXPECT_EQ(p.a->pollEvents() & POLLOUT, 0);
+  EXPECT_EQ(p.a->pollEvents() & POLLIN, 0);
+  EXPECT_NE(p.a->pollEvents() & POLLRDHUP, 0);
+  std::vector<uint8_t> early(8), in(8);
+  Request e, r;
+  ASSERT_TRUE(p.b->postSend(header(0, early.size()), early.data(), &e).isOk());
+  ASSERT_TRUE(p.b->progress().isOk());
+  pollfd idle{p.a->pollFd(), p.a->pollEvents(), 0};
+  EXPECT_EQ(::poll(&idle, 1, 0), 0) << "early data woke an idle connection";
+  ASSERT_TRUE(p.a->postRecv(in.data(), in.size(), &r).isOk());
   EXPECT_NE(p.a->pollEvents() & POLLIN, 0);
+  pollfd waiting{p.a->pollFd(), p.a->pollEvents(), 0};
+  EXPECT_EQ(::poll(&waiting, 1, 1000), 1);
+  ASSERT_TRUE(p.a->progress().isOk());
+  EXPECT_TRUE(r.done);
   std::vector<uint8_t> out(4 << 20);
   Request w;
   ASSERT_TRUE(p.a->postSend(header(0, out.size()), out.data(), &w).isOk());

@@ -43,10 +43,15 @@ TcpConnection::TcpConnection(UniqueFd fd, std::string describe)
 short TcpConnection::pollEvents() const {
   if (failed()) return 0;
   short events = 0;
-  // POLLIN while a receive waits, and also while idle so that a hangup wakes the caller. It is
-  // left out while only sends are queued: unread data for a later receive would otherwise make
-  // every poll return at once.
-  if (!recvs_.empty() || sends_.empty()) events |= POLLIN;
+  // POLLIN only while a receive waits: unread data for a later receive (a faster peer already
+  // in the next operation) would otherwise make every poll return at once, and the caller would
+  // spin while it waits on other peers. An idle connection asks for POLLRDHUP, so a hangup still
+  // wakes the caller.
+  if (!recvs_.empty()) {
+    events |= POLLIN;
+  } else if (sends_.empty()) {
+    events |= POLLRDHUP;
+  }
   if (!sends_.empty()) events |= POLLOUT;
   return events;
 }
