@@ -40,6 +40,8 @@ Status Comm::init(const bootstrap::UniqueIdData& id) {
   std::vector<std::string> hostOf;
   for (const auto& h : all) hostOf.emplace_back(h.begin(), h.end());
   OBCCL_ASSIGN_OR_RETURN(hostMap_, topo::buildHostMap(hostOf, config_.topoFile));
+  // OBCCL_TOPO_DUMP_FILE: write the map (and this host's detected topology) for inspection.
+  OBCCL_TRY(topo::dumpTopoIfRequested(hostMap_, nullptr, rank_));
   OBCCL_TRY(selectTransports(id, deadline));
   // No rank leaves init before every rank has connected: one that dies while connecting is then
   // reported to the others by the root at once, and one that destroys its communicator right
