@@ -100,6 +100,7 @@ Status Comm::beginOp(const OpDesc& desc) {
   opDeadline_ = Deadline::afterMs(config_.timeoutMs);
   failureAgreed_ = false;
   failed_ = false;
+  payloadChecksums_ = true;
   errorFrameFrom_.assign(nranks_, false);
   return Status::ok();
 }
@@ -170,7 +171,7 @@ Status Comm::postSend(int peer, const void* data, size_t bytes, Transfer* t, uin
   transport::FrameHeader h = header();
   h.length = bytes;
   h.step = step;
-  if (bytes > 0 && (config_.checksum || op_.compressed)) {
+  if (bytes > 0 && (config_.checksum || (op_.compressed && payloadChecksums_))) {
     h.flags |= transport::kFlagChecksum;
     h.crc = crc32c(data, bytes);
   }

@@ -132,6 +132,10 @@ class Comm {
   // Declares that the failure the body is about to return was reached by every rank together
   // (e.g. after agreeing on a flag), so peers need no error frame and the comm stays usable.
   void markFailureAgreed() { failureAgreed_ = true; }
+  // Frames of a compressed op carry a payload checksum. A compressed schedule with uncompressed
+  // phases (hierarchical.h) turns it off for them, as for any uncompressed collective;
+  // config().checksum still forces one. Every op starts with it on.
+  void setPayloadChecksums(bool on) { payloadChecksums_ = on; }
 
   // ---- Point to point inside an operation (the building blocks of the collectives) ----------
   // Posts a frame with the current op's header. data must stay valid until the transfer is done.
@@ -228,7 +232,8 @@ class Comm {
   OpDesc op_;
   Deadline opDeadline_ = Deadline::never();
   bool failureAgreed_ = false;
-  bool failed_ = false;  // fail() ran during this op
+  bool failed_ = false;           // fail() ran during this op
+  bool payloadChecksums_ = true;  // see setPayloadChecksums
   // Peers whose error frame this rank has read during this op (they failed, they are not silent).
   mutable std::vector<bool> errorFrameFrom_;
 
