@@ -16,7 +16,8 @@
 //      rank of its host and forms the host average in fp32,
 //        v_i = (((x_0,i + x_1,i) + x_2,i) + ... + x_(L-1),i) / L
 //      (inputs converted exactly to fp32, added in local-rank order, one IEEE division by L;
-//      v_i = 0 on the padding).
+//      v_i = 0 on the padding). These frames carry no payload checksum, as in any uncompressed
+//      collective (Comm::setPayloadChecksums); the compressed ones below keep theirs.
 //   2. Input agreement across all ranks: each rank checks u = v + workerError over its shard and
 //      its serverError. A non-finite value anywhere makes every rank fail with
 //      obcclInvalidArgument, naming the ranks whose sendbuff, workerError or serverError holds
@@ -25,10 +26,15 @@
 //      group = the ranks with local rank k, in host order. Each rank's error buffers describe
 //      its shard: workerError has S floats, serverError S / H (obcclCompressedAllReduceErrorCounts
 //      returns these).
-//   4. Allgather inside each host of the decoded shards, in the caller's datatype.
+//   4. Allgather inside each host of the shards' outputs. Every output value of a shard is +b or
+//      -b of its scale group (a chunk of the cross-host step, or a block), so they travel packed:
+//      the groups' b and one sign bit per value; each rank decodes its peers' shards into
+//      recvbuff in the caller's datatype, to the same bits as the shard's owner.
 //
 // So recvbuff = the section-4 compressed average over hosts of each host's average: an average
 // over all ranks (hosts hold equal rank counts), bitwise identical on every rank.
+//
+// OBCCL_DEBUG=DEBUG (subsystem COLL) logs the time of each of the four phases per call.
 //
 // Values so large that the cross-host step could overflow (|v + e| or |s| above 2^64, far
 // beyond gradients) take a slower path: the error buffers are saved first and restored on every
