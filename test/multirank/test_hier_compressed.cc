@@ -91,7 +91,8 @@ INSTANTIATE_TEST_SUITE_P(Layouts, HierReferenceTest,
                                            LayoutCase{{"2x2_interleaved", {0, 1, 0, 1}}, -1},
                                            LayoutCase{{"2x3", {0, 0, 0, 1, 1, 1}}, -1},
                                            LayoutCase{{"3x2_shuffled", {2, 0, 1, 2, 0, 1}}, -1},
-                                           LayoutCase{{"1x3_forced", {0, 0, 0}}, 1}),
+                                           LayoutCase{{"1x3_forced", {0, 0, 0}}, 1},
+                                           LayoutCase{{"1x4_forced", {0, 0, 0, 0}}, 1}),
                          [](const ::testing::TestParamInfo<LayoutCase>& info) {
                            return info.param.layout.name;
                          });
