@@ -4,6 +4,9 @@
 #include "api/guard.h"
 #include "core/memory.h"
 #include "core/op.h"
+#if OBCCL_HAVE_CUDA
+#include "core/device_path.h"
+#endif
 
 namespace obccl::api {
 namespace {
@@ -34,18 +37,26 @@ Status checkCount(size_t count, obcclDataType_t datatype, size_t blocks, const c
   return Status::ok();
 }
 
-// Buffers must be non-NULL unless the call moves nothing. Device buffers need the CUDA path,
-// which is not wired into the host collectives yet (core::classifyPointer is the hook).
+// Buffers must be non-NULL unless the call moves nothing.
 Status checkBuffers(size_t count, const void* sendbuff, const char* sendName,
                     const void* recvbuff) {
   if (count == 0) return Status::ok();
   if (sendName != nullptr && sendbuff == nullptr) return nullArgument(sendName);
   if (recvbuff == nullptr) return nullArgument("recvbuff");
-  if ((sendbuff && core::classifyPointer(sendbuff) == core::MemoryKind::kDevice) ||
-      core::classifyPointer(recvbuff) == core::MemoryKind::kDevice)
-    return invalidUsage("device buffers are not supported by the uncompressed collectives yet");
   return Status::ok();
 }
+
+#if OBCCL_HAVE_CUDA
+// True when the call's buffers are device memory: it then runs on core's device path on the
+// caller's stream. Mixed host and device buffers are obcclInvalidArgument naming them; count 0
+// stays a host no-op.
+Result<bool> onDevice(size_t count, const void* sendbuff, const void* recvbuff) {
+  if (count == 0) return false;
+  OBCCL_ASSIGN_OR_RETURN(core::MemoryKind kind,
+                         core::callMemoryKind({{"sendbuff", sendbuff}, {"recvbuff", recvbuff}}));
+  return kind == core::MemoryKind::kDevice;
+}
+#endif
 
 }  // namespace
 }  // namespace obccl::api
@@ -57,6 +68,9 @@ using obccl::api::checkDatatype;
 using obccl::api::checkOp;
 using obccl::api::guard;
 using obccl::api::readyComm;
+#if OBCCL_HAVE_CUDA
+using obccl::api::onDevice;
+#endif
 
 extern "C" {
 
@@ -69,6 +83,12 @@ OBCCL_API obcclResult_t obcclAllReduce(const void* sendbuff, void* recvbuff, siz
     OBCCL_TRY(checkOp(op, datatype));
     OBCCL_TRY(checkCount(count, datatype, 1, "count"));
     OBCCL_TRY(checkBuffers(count, sendbuff, "sendbuff", recvbuff));
+#if OBCCL_HAVE_CUDA
+    OBCCL_ASSIGN_OR_RETURN(bool device, onDevice(count, sendbuff, recvbuff));
+    if (device)
+      return obccl::core::deviceAllReduce(*c, *comm->device, sendbuff, recvbuff, count, datatype,
+                                          op, stream);
+#endif
     return c->allReduce(sendbuff, recvbuff, count, datatype, op);
   });
 }
@@ -85,6 +105,13 @@ OBCCL_API obcclResult_t obcclBroadcast(const void* sendbuff, void* recvbuff, siz
     OBCCL_TRY(checkCount(count, datatype, 1, "count"));
     // sendbuff is read on the root only (NCCL's rule); other ranks may pass NULL.
     OBCCL_TRY(checkBuffers(count, sendbuff, c->rank() == root ? "sendbuff" : nullptr, recvbuff));
+#if OBCCL_HAVE_CUDA
+    OBCCL_ASSIGN_OR_RETURN(bool device,
+                           onDevice(count, c->rank() == root ? sendbuff : nullptr, recvbuff));
+    if (device)
+      return obccl::core::deviceBroadcast(*c, *comm->device, sendbuff, recvbuff, count, datatype,
+                                          root, stream);
+#endif
     return c->broadcast(sendbuff, recvbuff, count, datatype, root);
   });
 }
@@ -97,6 +124,12 @@ OBCCL_API obcclResult_t obcclAllGather(const void* sendbuff, void* recvbuff, siz
     OBCCL_TRY(checkDatatype(datatype));
     OBCCL_TRY(checkCount(sendcount, datatype, c->nranks(), "sendcount"));
     OBCCL_TRY(checkBuffers(sendcount, sendbuff, "sendbuff", recvbuff));
+#if OBCCL_HAVE_CUDA
+    OBCCL_ASSIGN_OR_RETURN(bool device, onDevice(sendcount, sendbuff, recvbuff));
+    if (device)
+      return obccl::core::deviceAllGather(*c, *comm->device, sendbuff, recvbuff, sendcount,
+                                          datatype, stream);
+#endif
     return c->allGather(sendbuff, recvbuff, sendcount, datatype);
   });
 }
@@ -110,6 +143,12 @@ OBCCL_API obcclResult_t obcclReduceScatter(const void* sendbuff, void* recvbuff,
     OBCCL_TRY(checkOp(op, datatype));
     OBCCL_TRY(checkCount(recvcount, datatype, c->nranks(), "recvcount"));
     OBCCL_TRY(checkBuffers(recvcount, sendbuff, "sendbuff", recvbuff));
+#if OBCCL_HAVE_CUDA
+    OBCCL_ASSIGN_OR_RETURN(bool device, onDevice(recvcount, sendbuff, recvbuff));
+    if (device)
+      return obccl::core::deviceReduceScatter(*c, *comm->device, sendbuff, recvbuff, recvcount,
+                                              datatype, op, stream);
+#endif
     return c->reduceScatter(sendbuff, recvbuff, recvcount, datatype, op);
   });
 }
@@ -122,6 +161,12 @@ OBCCL_API obcclResult_t obcclAlltoAll(const void* sendbuff, void* recvbuff, size
     OBCCL_TRY(checkDatatype(datatype));
     OBCCL_TRY(checkCount(count, datatype, c->nranks(), "count"));
     OBCCL_TRY(checkBuffers(count, sendbuff, "sendbuff", recvbuff));
+#if OBCCL_HAVE_CUDA
+    OBCCL_ASSIGN_OR_RETURN(bool device, onDevice(count, sendbuff, recvbuff));
+    if (device)
+      return obccl::core::deviceAllToAll(*c, *comm->device, sendbuff, recvbuff, count, datatype,
+                                         stream);
+#endif
     return c->allToAll(sendbuff, recvbuff, count, datatype);
   });
 }

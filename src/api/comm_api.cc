@@ -5,6 +5,9 @@
 #include "api/guard.h"
 #include "core/config.h"
 #include "core/init.h"
+#if OBCCL_HAVE_CUDA
+#include "core/device_path.h"
+#endif
 #include "util/log.h"
 
 namespace obccl::api {
@@ -19,6 +22,9 @@ Status startComm(const core::JoinInfo& info, core::Config cfg, obcclComm_t* out)
   auto handle = std::make_unique<obcclComm>();
   handle->comm = std::shared_ptr<core::Comm>(std::move(created));
   handle->init = std::make_shared<InitState>();
+#if OBCCL_HAVE_CUDA
+  handle->device = core::makeDeviceContext();  // touches CUDA only when a device call needs it
+#endif
   if (blocking) {
     setLogRank(info.rank);
     OBCCL_TRY(core::joinComm(*handle->comm, info));
@@ -80,6 +86,9 @@ Status release(obcclComm_t comm, bool abort) {
   if (comm == nullptr) return nullArgument("comm");
   if (!validHandle(comm)) return invalidArgument("comm is not a live communicator");
   if (abort) comm->comm->abort();
+#if OBCCL_HAVE_CUDA
+  if (abort) core::abortDevice(*comm->device);  // interrupts NCCL work of device calls
+#endif
   stopInitThread(comm);
   // Calls running on other threads leave quickly after an abort; wait for them so that nothing
   // touches the handle after it is freed.
@@ -153,6 +162,14 @@ OBCCL_API obcclResult_t obcclCommGetAsyncError(obcclComm_t comm, obcclResult_t* 
       }
     }
     *asyncError = comm->comm->health().code();
+#if OBCCL_HAVE_CUDA
+    // A device compressed allreduce that every rank skipped on the device (non-finite input)
+    // is reported here once, with its message for obcclGetLastError (docs/DEVICE_PATH.md).
+    if (*asyncError == obcclSuccess) {
+      Status device = obccl::core::deviceAsyncError(*comm->device);
+      if (!device.isOk()) *asyncError = obccl::api::recordError(comm, device);
+    }
+#endif
     return Status::ok();
   });
 }

@@ -3,6 +3,9 @@
 #include "api/guard.h"
 #include "core/compressed_allreduce.h"
 #include "core/op.h"
+#if OBCCL_HAVE_CUDA
+#include "core/device_path.h"
+#endif
 
 using obccl::Status;
 using obccl::api::guard;
@@ -53,6 +56,19 @@ OBCCL_API obcclResult_t obcclCompressedAllReduce(const void* sendbuff, void* rec
       if (workerError == nullptr) return nullArgument("workerError");
       if (serverError == nullptr) return nullArgument("serverError");
     }
+#if OBCCL_HAVE_CUDA
+    // Device buffers (all four) run on core's device path on `stream`; mixing is an error.
+    if (count > 0) {
+      OBCCL_ASSIGN_OR_RETURN(obccl::core::MemoryKind kind,
+                             obccl::core::callMemoryKind({{"sendbuff", sendbuff},
+                                                          {"recvbuff", recvbuff},
+                                                          {"workerError", workerError},
+                                                          {"serverError", serverError}}));
+      if (kind == obccl::core::MemoryKind::kDevice)
+        return obccl::core::deviceCompressedAllReduce(*c, *comm->device, sendbuff, recvbuff, count,
+                                                      datatype, workerError, serverError, stream);
+    }
+#endif
     return obccl::core::compressedAllReduce(*c, sendbuff, recvbuff, count, datatype, workerError,
                                             serverError);
   });

@@ -11,6 +11,12 @@
 #include "core/comm.h"
 #include "obccl/obccl.h"
 
+#if OBCCL_HAVE_CUDA
+namespace obccl::core {
+class DeviceContext;
+}  // namespace obccl::core
+#endif
+
 namespace obccl::api {
 
 constexpr uint64_t kCommMagic = 0x0bcc1c0a11c0ffeeULL;
@@ -32,4 +38,8 @@ struct obcclComm {
   std::atomic<int> activeCalls{0};  // calls inside the library, for abort and destroy
   std::mutex errorMu;
   std::string lastError;
+#if OBCCL_HAVE_CUDA
+  // Device-buffer state (core/device_path.h), made with the handle; destroyed before comm.
+  std::shared_ptr<obccl::core::DeviceContext> device;
+#endif
 };

@@ -8,6 +8,10 @@
 #include "core/memory.h"
 #include "core/onebit_adam.h"
 #include "obccl/onebit_adam.h"
+#if OBCCL_HAVE_CUDA
+#include "core/device_optim.h"
+#include "core/device_path.h"
+#endif
 
 namespace obccl::api {
 namespace {
@@ -21,6 +25,11 @@ struct obcclOnebitAdam {
   uint64_t magic = obccl::api::kOptimMagic;  // cleared on destroy, to catch stale handles
   obcclComm_t comm = nullptr;                // must outlive the optimizer
   std::unique_ptr<obccl::optim::OnebitAdam> impl;
+#if OBCCL_HAVE_CUDA
+  // Set while the state lives on the device (steps with device buffers, core/device_optim.h);
+  // impl is then stale until syncToHost() hands the state back.
+  std::unique_ptr<obccl::optim::DeviceOnebitAdam> device;
+#endif
 };
 
 namespace obccl::api {
@@ -44,6 +53,37 @@ Status hostOnly(const void* ptr, const char* name) {
                            " is device memory; the 1-bit Adam helper runs on host buffers");
   return Status::ok();
 }
+
+// Brings a device-resident state back into impl (before anything only the host optimizer does).
+Status syncToHost(obcclOnebitAdam_t opt) {
+#if OBCCL_HAVE_CUDA
+  if (opt->device == nullptr) return Status::ok();
+  OBCCL_TRY(opt->device->toHost(opt->impl.get()));
+  opt->device.reset();
+#else
+  (void)opt;
+#endif
+  return Status::ok();
+}
+
+#if OBCCL_HAVE_CUDA
+// A step with device buffers (params and localGrads both device memory) runs on the device
+// optimizer, which takes the state over on its first step. *handled says whether it ran.
+Status deviceStep(obcclOnebitAdam_t opt, float* params, const float* localGrads, float lr,
+                  obcclStream_t stream, bool* handled) {
+  *handled = false;
+  OBCCL_ASSIGN_OR_RETURN(core::MemoryKind kind,
+                         core::callMemoryKind({{"params", params}, {"localGrads", localGrads}}));
+  if (kind != core::MemoryKind::kDevice) return Status::ok();
+  *handled = true;
+  OBCCL_ASSIGN_OR_RETURN(core::Comm * c, readyComm(opt->comm));
+  if (opt->device == nullptr) {
+    OBCCL_ASSIGN_OR_RETURN(opt->device,
+                           optim::DeviceOnebitAdam::fromHost(*opt->impl, *c, *opt->comm->device));
+  }
+  return opt->device->step(params, localGrads, lr, stream);
+}
+#endif
 
 }  // namespace
 }  // namespace obccl::api
@@ -77,6 +117,7 @@ OBCCL_API obcclResult_t obcclOnebitAdamSetMomentumMask(obcclOnebitAdam_t opt, co
     OBCCL_ASSIGN_OR_RETURN(auto* o, liveOptimizer(opt));
     if (mask == nullptr && o->count() > 0) return nullArgument("mask");
     OBCCL_TRY(obccl::api::hostOnly(mask, "mask"));
+    OBCCL_TRY(obccl::api::syncToHost(opt));
     return o->setMomentumMask(mask);
   });
 }
@@ -89,6 +130,12 @@ OBCCL_API obcclResult_t obcclOnebitAdamStep(obcclOnebitAdam_t opt, float* params
     // NULL buffers are accepted only for an empty optimizer (count 0), as NCCL does.
     if (params == nullptr && o->count() > 0) return nullArgument("params");
     if (localGrads == nullptr && o->count() > 0) return nullArgument("localGrads");
+#if OBCCL_HAVE_CUDA
+    bool handled = false;
+    OBCCL_TRY(obccl::api::deviceStep(opt, params, localGrads, lr, stream, &handled));
+    if (handled) return Status::ok();
+    OBCCL_TRY(obccl::api::syncToHost(opt));
+#endif
     if (stream != nullptr)
       return obccl::invalidArgument(
           "stream is not NULL; the 1-bit Adam helper runs on host buffers (pass NULL)");
@@ -105,6 +152,14 @@ OBCCL_API obcclResult_t obcclOnebitAdamGetInfo(obcclOnebitAdam_t opt, long long*
     if (step == nullptr) return nullArgument("step");
     if (stage == nullptr) return nullArgument("stage");
     if (skippedSteps == nullptr) return nullArgument("skippedSteps");
+#if OBCCL_HAVE_CUDA
+    if (opt->device != nullptr) {
+      *step = opt->device->stepCount();
+      *stage = opt->device->stage();
+      *skippedSteps = opt->device->skippedSteps();
+      return Status::ok();
+    }
+#endif
     *step = o->stepCount();
     *stage = o->stage();
     *skippedSteps = o->skippedSteps();
@@ -125,6 +180,7 @@ OBCCL_API obcclResult_t obcclOnebitAdamSaveState(obcclOnebitAdam_t opt, void* bu
   return guard(obccl::api::commOf(opt), [&]() -> Status {
     OBCCL_ASSIGN_OR_RETURN(auto* o, liveOptimizer(opt));
     if (buf == nullptr) return nullArgument("buf");
+    OBCCL_TRY(obccl::api::syncToHost(opt));
     return o->saveState(buf, bytes);
   });
 }
@@ -134,6 +190,7 @@ OBCCL_API obcclResult_t obcclOnebitAdamLoadState(obcclOnebitAdam_t opt, const vo
   return guard(obccl::api::commOf(opt), [&]() -> Status {
     OBCCL_ASSIGN_OR_RETURN(auto* o, liveOptimizer(opt));
     if (buf == nullptr) return nullArgument("buf");
+    OBCCL_TRY(obccl::api::syncToHost(opt));
     return o->loadState(buf, bytes);
   });
 }
@@ -141,6 +198,9 @@ OBCCL_API obcclResult_t obcclOnebitAdamLoadState(obcclOnebitAdam_t opt, const vo
 OBCCL_API obcclResult_t obcclOnebitAdamResetErrorFeedback(obcclOnebitAdam_t opt) {
   return guard(obccl::api::commOf(opt), [&]() -> Status {
     OBCCL_ASSIGN_OR_RETURN(auto* o, liveOptimizer(opt));
+#if OBCCL_HAVE_CUDA
+    if (opt->device != nullptr) return opt->device->resetErrorFeedback();
+#endif
     o->resetErrorFeedback();
     return Status::ok();
   });

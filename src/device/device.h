@@ -158,9 +158,12 @@ Status workerEncode(const void* x, obcclDataType_t type, size_t n, const float* 
                     const NormOutputs& out, uint8_t* bits, void* stream);
 // Worker pass 2, after every rank's input is known to be finite: recomputes u and writes
 // e_i = u_i - a*sigma(u_i) in place (a = scales[scale of i]); also the packed signs when `bits` is
-// not null (for callers that send them only after the consensus).
+// not null (for callers that send them only after the consensus). When skipIf is not null the
+// kernel reads *skipIf (device memory) and writes nothing if it is non-zero: a consensus reached
+// on the device (every rank's non-finite flags) can cancel the update without a host sync.
 Status workerUpdate(const void* x, obcclDataType_t type, size_t n, float* e,
-                    const ScaleLayout& layout, const float* scales, uint8_t* bits, void* stream);
+                    const ScaleLayout& layout, const float* scales, uint8_t* bits, void* stream,
+                    const int* skipIf = nullptr);
 
 // Server pass 1 over this rank's chunk (layout = ScaleLayout::server): for element k,
 // z_k = (sum over ranks i in order of a_{i,block(k)} * sigma_{i,k}, accumulated in fp32 from
@@ -170,15 +173,16 @@ Status serverNorm(const RankPacked& in, const float* s, const ScaleLayout& layou
                   size_t scratchBytes, const NormOutputs& out, void* stream);
 // Server pass 2: recomputes z; writes its packed signs (layout.count / 8 bytes) when `bits` is not
 // null and s_k = z_k - b*sigma(z_k) into sOut when it is not null (sOut equals s or does not
-// overlap it).
+// overlap it). skipIf as for workerUpdate.
 Status serverEncode(const RankPacked& in, const float* s, const ScaleLayout& layout,
-                    const float* scales, uint8_t* bits, float* sOut, void* stream);
+                    const float* scales, uint8_t* bits, float* sOut, void* stream,
+                    const int* skipIf = nullptr);
 
 // Final decode (layout = ScaleLayout::gathered): y_i = b * sigma_i for i < n, where rank j's
 // packed chunk and scales in `in` cover elements [j*chunkLen, (j+1)*chunkLen). y is written as
-// fp32, fp16 or bf16 (round to nearest even, as util/half.h).
+// fp32, fp16 or bf16 (round to nearest even, as util/half.h). skipIf as for workerUpdate.
 Status decode(const RankPacked& in, const ScaleLayout& layout, size_t n, void* y,
-              obcclDataType_t type, void* stream);
+              obcclDataType_t type, void* stream, const int* skipIf = nullptr);
 
 // Optimizer (DESIGN.md section 6), all fp32, n elements; the same IEEE operations in the same
 // order as core/onebit_adam_kernels.h (one rounding each, no FMA), so results are bitwise equal

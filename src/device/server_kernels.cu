@@ -141,7 +141,8 @@ template <bool kVec, bool kBits, bool kS, bool kInPlace>
 __global__ void __launch_bounds__(kThreads)
     serverEncodeKernel(KRanks in, const float* __restrict__ s, KLayout l,
                        const float* __restrict__ scales, uint8_t* __restrict__ bits,
-                       float* __restrict__ sOut) {
+                       float* __restrict__ sOut, const int* skipIf) {
+  if (skipIf != nullptr && *skipIf != 0) return;  // uniform: every thread leaves
   const float* sIn = kInPlace ? sOut : s;
   const int lane = threadIdx.x % kWarpSize;
   for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
@@ -170,7 +171,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-using ServerEncodeFn = void (*)(KRanks, const float*, KLayout, const float*, uint8_t*, float*);
+using ServerEncodeFn = void (*)(KRanks, const float*, KLayout, const float*, uint8_t*, float*,
+                                const int*);
 
 template <bool kVec>
 ServerEncodeFn pickServerEncode(bool bits, bool sOut, bool inPlace) {
@@ -185,7 +187,9 @@ ServerEncodeFn pickServerEncode(bool bits, bool sOut, bool inPlace) {
 
 template <class T, bool kVec>
 __global__ void __launch_bounds__(kThreads)
-    decodeKernel(KRanks in, KLayout l, size_t n, typename T::Storage* __restrict__ y) {
+    decodeKernel(KRanks in, KLayout l, size_t n, typename T::Storage* __restrict__ y,
+                 const int* skipIf) {
+  if (skipIf != nullptr && *skipIf != 0) return;  // uniform: every thread leaves
   const int lane = threadIdx.x % kWarpSize;
   for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
     const Tile tile = tileAt(l, t);
@@ -250,7 +254,8 @@ Status serverNorm(const RankPacked& in, const float* s, const ScaleLayout& layou
 }
 
 Status serverEncode(const RankPacked& in, const float* s, const ScaleLayout& layout,
-                    const float* scales, uint8_t* bits, float* sOut, void* stream) {
+                    const float* scales, uint8_t* bits, float* sOut, void* stream,
+                    const int* skipIf) {
   using namespace detail;
   OBCCL_TRY(layout.validate());
   if (layout.count == 0 || (bits == nullptr && sOut == nullptr)) return Status::ok();
@@ -265,11 +270,11 @@ Status serverEncode(const RankPacked& in, const float* s, const ScaleLayout& lay
   ServerEncodeFn kernel = vec ? pickServerEncode<true>(bits, sOut, inPlace)
                               : pickServerEncode<false>(bits, sOut, inPlace);
   return launch(kernel, "serverEncodeKernel", kThreads, l.numTiles, kWarpsPerBlock,
-                asStream(stream), k, s, l, scales, bits, sOut);
+                asStream(stream), k, s, l, scales, bits, sOut, skipIf);
 }
 
 Status decode(const RankPacked& in, const ScaleLayout& layout, size_t n, void* y,
-              obcclDataType_t type, void* stream) {
+              obcclDataType_t type, void* stream, const int* skipIf) {
   using namespace detail;
   OBCCL_TRY(layout.validate());
   if (layout.count == 0 || n == 0) return Status::ok();
@@ -288,7 +293,7 @@ Status decode(const RankPacked& in, const ScaleLayout& layout, size_t n, void* y
     using S = typename T::Storage;
     auto kernel = aligned(y, 4 * sizeof(S)) ? decodeKernel<T, true> : decodeKernel<T, false>;
     return launch(kernel, "decodeKernel", kThreads, l.numTiles, kWarpsPerBlock, asStream(stream), k,
-                  l, n, static_cast<S*>(y));
+                  l, n, static_cast<S*>(y), skipIf);
   });
 }
 

@@ -109,7 +109,9 @@ __device__ __forceinline__ void updateSpan(float* __restrict__ e, size_t i, bool
 template <class T, bool kVec, bool kBits>
 __global__ void __launch_bounds__(kThreads)
     workerUpdateKernel(const typename T::Storage* __restrict__ x, size_t n, float* __restrict__ e,
-                       KLayout l, const float* __restrict__ scales, uint8_t* __restrict__ bits) {
+                       KLayout l, const float* __restrict__ scales, uint8_t* __restrict__ bits,
+                       const int* skipIf) {
+  if (skipIf != nullptr && *skipIf != 0) return;  // uniform: every thread leaves
   const int lane = threadIdx.x % kWarpSize;
   for (size_t t = globalWarp(); t < l.numTiles; t += warpCount()) {
     const Tile tile = tileAt(l, t);
@@ -257,7 +259,8 @@ Status workerEncode(const void* x, obcclDataType_t type, size_t n, const float* 
 }
 
 Status workerUpdate(const void* x, obcclDataType_t type, size_t n, float* e,
-                    const ScaleLayout& layout, const float* scales, uint8_t* bits, void* stream) {
+                    const ScaleLayout& layout, const float* scales, uint8_t* bits, void* stream,
+                    const int* skipIf) {
   using namespace detail;
   OBCCL_TRY(layout.validate());
   if (layout.count == 0) return Status::ok();
@@ -277,7 +280,7 @@ Status workerUpdate(const void* x, obcclDataType_t type, size_t n, float* e,
         vec ? (bits ? workerUpdateKernel<T, true, true> : workerUpdateKernel<T, true, false>)
             : (bits ? workerUpdateKernel<T, false, true> : workerUpdateKernel<T, false, false>);
     return launch(kernel, "workerUpdateKernel", kThreads, l.numTiles, kWarpsPerBlock,
-                  asStream(stream), xs, n, e, l, scales, bits);
+                  asStream(stream), xs, n, e, l, scales, bits, skipIf);
   });
 }
 

@@ -75,6 +75,11 @@ const std::vector<ParamInfo>& registry() {
       {"OBCCL_ONEBIT_FREEZE_MAX", ParamType::kInt, "0",
        "1-bit Adam with OBCCL_FREEZE_AUTO: freeze at this many updates whatever sum(v) does; 0: "
        "5/(1-beta2)."},
+      {"OBCCL_DEVICE_PATH", ParamType::kString, "auto",
+       "Compressed allreduce on device buffers: auto (NCCL when every rank has its own GPU and "
+       "NCCL is built, else staged), nccl, staged (packed bytes through pinned memory and the "
+       "host transports) or host-exchange (the NCCL path's device engine over the host "
+       "transports, for testing). The strongest choice of any rank wins (docs/DEVICE_PATH.md)."},
   };
   return kParams;
 }

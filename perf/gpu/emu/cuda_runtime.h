@@ -5,7 +5,8 @@
 //
 // Semantics: host memory stands in for device memory, streams are synchronous, and a kernel
 // launch runs its blocks one after another with every thread of a block as a coroutine that
-// switches only at warp shuffles and __syncthreads (emu.cc).
+// switches only at warp shuffles and __syncthreads (emu.cc). Launches and allocations may come
+// from several host threads (ranks of a multi-rank test): they are serialised.
 #pragma once
 
 #include <cmath>
@@ -98,6 +99,10 @@ uint64_t shuffle(uint64_t v, int srcLane);
 void syncthreads();
 // Runs body() as grid blocks of `block` threads.
 void launch(unsigned grid, unsigned block, std::function<void()> body);
+// Calls on this thread that make the host wait for the device on a real GPU
+// (cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, synchronous cudaMemcpy and
+// cudaMemset, cudaFree, cudaFreeHost): tests count them around code that must not wait.
+uint64_t hostSyncs();
 }  // namespace obccl_emu
 
 template <class T>
@@ -123,7 +128,7 @@ inline void __syncthreads() { obccl_emu::syncthreads(); }
 
 // Runtime API subset.
 typedef int cudaError_t;
-enum { cudaSuccess = 0 };
+enum { cudaSuccess = 0, cudaErrorNotReady = 600 };
 typedef void* cudaStream_t;
 typedef void* cudaEvent_t;
 enum cudaMemcpyKind {
@@ -152,6 +157,7 @@ struct cudaDeviceProp {
   size_t totalGlobalMem;
 };
 #define cudaStreamNonBlocking 1
+#define cudaEventDisableTiming 2
 
 cudaError_t cudaGetDeviceCount(int* count);
 cudaError_t cudaGetDevice(int* device);
@@ -180,3 +186,9 @@ cudaError_t cudaEventCreate(cudaEvent_t* event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
+cudaError_t cudaEventQuery(cudaEvent_t event);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaDeviceGetPCIBusId(char* busId, int len, int device);

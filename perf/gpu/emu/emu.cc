@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <mutex>
 #include <vector>
 
 #include "cuda_runtime.h"
@@ -44,6 +45,14 @@ struct Block {
 };
 
 Block* active = nullptr;
+
+// One grid at a time in the process: the scheduler state above is shared.
+std::mutex& launchMutex() {
+  static std::mutex m;
+  return m;
+}
+
+thread_local uint64_t syncCalls = 0;
 
 void yieldToScheduler() { swapcontext(&active->threads[active->current].ctx, &active->scheduler); }
 
@@ -112,10 +121,13 @@ void launch(unsigned grid, unsigned block, std::function<void()> body) {
     std::fprintf(stderr, "emu: block of %u threads is not a multiple of 32\n", block);
     std::abort();
   }
+  std::lock_guard<std::mutex> lock(launchMutex());
   gridDim = dim3{grid, 1, 1};
   blockDim = dim3{block, 1, 1};
   for (unsigned b = 0; b < grid; ++b) runBlock(b, block, body);
 }
+
+uint64_t hostSyncs() { return syncCalls; }
 
 }  // namespace obccl_emu
 
@@ -125,6 +137,13 @@ std::map<const char*, size_t>& allocations() {
   static std::map<const char*, size_t> m;
   return m;
 }
+
+std::mutex& allocationsMutex() {
+  static std::mutex m;
+  return m;
+}
+
+void countSync() { ++obccl_emu::syncCalls; }
 
 }  // namespace
 
@@ -158,6 +177,7 @@ const char* cudaGetErrorString(cudaError_t) { return "error in the host emulatio
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {
   attr->type = cudaMemoryTypeUnregistered;
+  std::lock_guard<std::mutex> lock(allocationsMutex());
   const char* p = static_cast<const char*>(ptr);
   auto it = allocations().upper_bound(p);
   if (it != allocations().begin()) {
@@ -169,11 +189,16 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* pt
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   *ptr = std::malloc(bytes);
   std::memset(*ptr, 0xa5, bytes);  // not zero, like fresh device memory
+  std::lock_guard<std::mutex> lock(allocationsMutex());
   allocations()[static_cast<const char*>(*ptr)] = bytes;
   return cudaSuccess;
 }
 cudaError_t cudaFree(void* ptr) {
-  allocations().erase(static_cast<const char*>(ptr));
+  countSync();
+  {
+    std::lock_guard<std::mutex> lock(allocationsMutex());
+    allocations().erase(static_cast<const char*>(ptr));
+  }
   std::free(ptr);
   return cudaSuccess;
 }
@@ -182,25 +207,41 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void* ptr) {
+  countSync();
   std::free(ptr);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  countSync();
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
                             cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
 }
 cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+  countSync();
   std::memset(dst, value, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) {
-  return cudaMemset(dst, value, bytes);
+  std::memset(dst, value, bytes);
+  return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  countSync();
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() {
+  countSync();
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetPCIBusId(char* busId, int len, int device) {
+  std::snprintf(busId, static_cast<size_t>(len), "0000:%02x:00.0", device);
+  return cudaSuccess;
+}
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
   static char token;
   *stream = &token;
@@ -226,3 +267,13 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete static_cast<double*>(event);
   return cudaSuccess;
 }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+  return cudaEventCreate(event);
+}
+// Streams are synchronous, so every recorded event is complete.
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  countSync();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
