@@ -1,7 +1,13 @@
 #include "transports/tcp/tcp_transport.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
+#include <optional>
 
 #include "util/auth.h"
 #include "util/log.h"
@@ -84,15 +90,6 @@ Result<UniqueFd> connectSliced(const ConnectContext& ctx, const SocketAddress& a
   }
 }
 
-// waitReadable on the listener in short slices, checking ctx.interrupted between them.
-Status waitForConnection(const ConnectContext& ctx, int listener, const std::string& what) {
-  for (;;) {
-    OBCCL_TRY(checkInterrupted(ctx));
-    Status s = waitReadable(listener, nextSlice(ctx), what);
-    if (s.isOk() || s.code() != obcclTimeout || ctx.deadline.expired()) return s;
-  }
-}
-
 // The connecting (higher-ranked) side of one pair.
 Result<std::unique_ptr<Connection>> connectToPeer(const ConnectContext& ctx, int peer,
                                                   const SocketAddress& addr,
@@ -113,44 +110,165 @@ Result<std::unique_ptr<Connection>> connectToPeer(const ConnectContext& ctx, int
   return makeTcpConnection(std::move(fd).value(), name);
 }
 
+// A connection on the data listener that has not proven itself yet. Handshakes run side by side,
+// so strangers that stall cost the listener a slot each, never a handshake timeout each in turn.
+struct Stranger {
+  UniqueFd fd;
+  SocketAddress from;
+  std::optional<AuthHandshake> auth;
+  bool haveHello = false;   // the peer's hello arrived; the proof comes next
+  std::vector<uint8_t> in;  // the message being read (hello, then proof)
+  size_t have = 0;
+  std::vector<uint8_t> out;            // our hello, then our proof, not yet written
+  Deadline stall = Deadline::never();  // dropped when nothing arrives until then
+};
+
 // The accepting (lower-ranked) side: takes connections until every expected higher peer is in.
-// Connections that fail the handshake are logged and dropped; the wait goes on.
+class Acceptor {
+ public:
+  Acceptor(const ConnectContext& ctx, int listener, const SocketAddress& bound,
+           const std::map<int, size_t>& expected, const Settings& settings,
+           std::vector<std::unique_ptr<Connection>>* out)
+      : ctx_(ctx),
+        listener_(listener),
+        bound_(bound),
+        expected_(expected),
+        settings_(settings),
+        out_(out),
+        remaining_(expected.size()) {}
+  Status run();
+
+ private:
+  static constexpr size_t kMaxStrangers = 128;  // beyond this the oldest is dropped
+  void acceptAll();
+  // Reads and writes what it can; false when the stranger is done (joined or dropped).
+  bool advance(Stranger& s);
+  bool drop(Stranger& s, const std::string& why);
+  bool onMessage(Stranger& s);
+  std::string missing() const;
+
+  const ConnectContext& ctx_;
+  int listener_;
+  const SocketAddress& bound_;
+  const std::map<int, size_t>& expected_;
+  const Settings& settings_;
+  std::vector<std::unique_ptr<Connection>>* out_;
+  size_t remaining_;
+  std::vector<std::unique_ptr<Stranger>> strangers_;
+};
+
+std::string Acceptor::missing() const {
+  std::string m;
+  for (const auto& [peer, index] : expected_)
+    if (!(*out_)[index]) m += (m.empty() ? "" : ",") + std::to_string(peer);
+  return m;
+}
+
+bool Acceptor::drop(Stranger& s, const std::string& why) {
+  OBCCL_WARN(kSubsysTransport, "tcp listener %s (rank %d): dropping connection from %s: %s",
+             bound_.toString().c_str(), ctx_.rank, s.from.toString().c_str(), why.c_str());
+  return false;
+}
+
+void Acceptor::acceptAll() {
+  for (;;) {
+    SocketAddress from;
+    Result<UniqueFd> fd = acceptOne(listener_, &from);
+    if (!fd.isOk() || !fd.value().valid()) return;
+    if (strangers_.size() >= kMaxStrangers) {
+      drop(*strangers_.front(), "too many unauthenticated connections");
+      strangers_.erase(strangers_.begin());
+    }
+    auto s = std::make_unique<Stranger>();
+    s->fd = std::move(fd).value();
+    s->from = from;
+    Result<AuthHandshake> h = AuthHandshake::start(
+        authOptions(ctx_, AuthRole::kServer, std::nullopt, "connection from " + from.toString()));
+    if (!h.isOk()) {
+      drop(*s, h.status().message());
+      continue;
+    }
+    s->auth.emplace(std::move(h).value());
+    s->out.assign(s->auth->hello().begin(), s->auth->hello().end());
+    s->in.assign(kAuthHelloBytes, 0);
+    s->stall = Deadline::afterMs(settings_.handshakeMs);
+    strangers_.push_back(std::move(s));
+  }
+}
+
+bool Acceptor::onMessage(Stranger& s) {
+  if (!s.haveHello) {
+    Result<AuthProof> proof = s.auth->onPeerHello(s.in.data());
+    if (!proof.isOk()) return drop(s, proof.status().message());
+    s.out.insert(s.out.end(), proof.value().begin(), proof.value().end());
+    s.haveHello = true;
+    s.in.assign(kAuthProofBytes, 0);
+    s.have = 0;
+    return true;
+  }
+  Status ok = s.auth->onPeerProof(s.in.data());
+  if (!ok.isOk()) return drop(s, ok.message());
+  int64_t peer = s.auth->peerId();
+  auto it = expected_.find(static_cast<int>(peer));
+  if (it == expected_.end() || (*out_)[it->second])
+    return drop(s, "rank " + std::to_string(peer) + " is not expected here or already connected");
+  (*out_)[it->second] = makeTcpConnection(std::move(s.fd), connName(it->first, s.from));
+  --remaining_;
+  return false;
+}
+
+bool Acceptor::advance(Stranger& s) {
+  while (!s.out.empty()) {
+    ssize_t n = ::send(s.fd.get(), s.out.data(), s.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0) return drop(s, std::string("send failed: ") + std::strerror(errno));
+    s.out.erase(s.out.begin(), s.out.begin() + n);
+  }
+  for (;;) {
+    ssize_t n = ::recv(s.fd.get(), s.in.data() + s.have, s.in.size() - s.have, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n <= 0) return drop(s, n == 0 ? "closed before authenticating" : std::strerror(errno));
+    s.have += static_cast<size_t>(n);
+    s.stall = Deadline::afterMs(settings_.handshakeMs);
+    if (s.have < s.in.size()) continue;
+    // The proof is written before the peer's proof is read, so flush it first.
+    if (!onMessage(s)) return false;
+    if (!s.out.empty()) return advance(s);
+  }
+  if (s.stall.expired())
+    return drop(
+        s, "stalled for " + std::to_string(settings_.handshakeMs) + " ms before authenticating");
+  return true;
+}
+
+Status Acceptor::run() {
+  while (remaining_ > 0) {
+    OBCCL_TRY(checkInterrupted(ctx_));
+    if (ctx_.deadline.expired())
+      return timeoutError("timed out waiting for tcp connections from ranks " + missing() + " on " +
+                          bound_.toString());
+    std::vector<pollfd> fds{{listener_, POLLIN, 0}};
+    for (const auto& s : strangers_)
+      fds.push_back({s->fd.get(), static_cast<short>(POLLIN | (s->out.empty() ? 0 : POLLOUT)), 0});
+    Deadline wake = nextSlice(ctx_);
+    for (const auto& s : strangers_) wake = Deadline::earlier(wake, s->stall);
+    if (::poll(fds.data(), fds.size(), wake.remainingMs()) < 0 && errno != EINTR)
+      return errnoStatus("poll on the tcp listener " + bound_.toString(), errno);
+    std::vector<std::unique_ptr<Stranger>> still;
+    for (auto& s : strangers_)
+      if (advance(*s)) still.push_back(std::move(s));
+    strangers_.swap(still);
+    if (fds[0].revents & POLLIN) acceptAll();
+  }
+  return Status::ok();
+}
+
 Status acceptPeers(const ConnectContext& ctx, int listener, const SocketAddress& bound,
                    const std::map<int, size_t>& expected, const Settings& settings,
                    std::vector<std::unique_ptr<Connection>>* out) {
-  size_t remaining = expected.size();
-  while (remaining > 0) {
-    std::string missing;
-    for (const auto& [peer, index] : expected)
-      if (!(*out)[index]) missing += (missing.empty() ? "" : ",") + std::to_string(peer);
-    OBCCL_TRY(waitForConnection(
-        ctx, listener, "tcp connections from ranks " + missing + " on " + bound.toString()));
-    SocketAddress from;
-    OBCCL_ASSIGN_OR_RETURN(UniqueFd fd, acceptOne(listener, &from));
-    if (!fd.valid()) continue;
-    Deadline hs = Deadline::earlier(ctx.deadline, Deadline::afterMs(settings.handshakeMs));
-    Result<int64_t> peer = authenticatePeer(
-        fd.get(),
-        authOptions(ctx, AuthRole::kServer, std::nullopt, "connection from " + from.toString()),
-        hs);
-    if (!peer.isOk()) {
-      OBCCL_WARN(kSubsysTransport, "tcp listener %s (rank %d): %s; connection dropped",
-                 bound.toString().c_str(), ctx.rank, peer.status().message().c_str());
-      continue;
-    }
-    auto it = expected.find(static_cast<int>(peer.value()));
-    if (it == expected.end() || (*out)[it->second]) {
-      OBCCL_WARN(kSubsysTransport,
-                 "tcp listener %s (rank %d): dropping connection from %s: rank %lld is not "
-                 "expected here or already connected",
-                 bound.toString().c_str(), ctx.rank, from.toString().c_str(),
-                 static_cast<long long>(peer.value()));
-      continue;
-    }
-    (*out)[it->second] = makeTcpConnection(std::move(fd), connName(it->first, from));
-    --remaining;
-  }
-  return Status::ok();
+  return Acceptor(ctx, listener, bound, expected, settings, out).run();
 }
 
 }  // namespace
