@@ -85,6 +85,11 @@ class Connection {
   // Bytes handed to and received from the wire, headers included.
   virtual uint64_t bytesSent() const = 0;
   virtual uint64_t bytesReceived() const = 0;
+  // The caller gives up on every posted request (its operation failed) and will only destroy the
+  // connection: before this returns, the transport stops using their buffers and Request objects
+  // for good, even while closing later (the caller may free them once its call returns).
+  // Transports that touch buffers only inside progress() need nothing here.
+  virtual void abandon() {}
 };
 
 // What a transport needs to know about the communicator while connecting.

@@ -318,8 +318,10 @@ Status Comm::fail(Status status) {
   }
   OBCCL_WARN(kSubsysColl, "%s #%llu failed: %s", opName(op_.op),
              static_cast<unsigned long long>(seq_), status.message().c_str());
-  if (aborted()) return status;
-  std::string silent = drainAfterFailure(status.code());
+  std::string silent = aborted() ? "" : drainAfterFailure(status.code());
+  // The caller's buffers may go once the call returns: no transport may use them from now on.
+  for (auto& c : connections_)
+    if (c) c->abandon();
   if (silent.empty()) return status;
   // A timeout names the peers this rank waited for, which may themselves wait for the one that
   // stopped; the drain tells them apart (a live peer fails too and says so).

@@ -258,7 +258,32 @@ Status UcxConnection::finishRecv(const FrameOp& op) {
   return Status::ok();
 }
 
+void UcxConnection::abandon() {
+  if (abandoned_) return;
+  abandoned_ = true;
+  if (ops_.empty()) return;
+  if (failed_.isOk()) fail(remoteError(describe_ + ": abandoned after a failed operation"));
+  // Receives are cancelled and the endpoint force-closed (failing its sends and rendezvous
+  // transfers); then wait, briefly, until UCX has let go of every caller buffer. The worker is
+  // shared, so a later close of another connection would otherwise still move their bytes.
+  abortAll();
+  std::vector<UcxRequest*> mine;
+  for (auto& op : ops_) {
+    mine.push_back(&op->headerMsg);
+    mine.push_back(&op->payloadMsg);
+  }
+  waitAll(mine, Deadline::afterMs(kCloseWaitMs));
+  for (UcxRequest* r : mine) {
+    if (!r->done()) {
+      OBCCL_WARN(kSubsysTransport, "%s: a UCX request outlived the abandoned operation",
+                 describe_.c_str());
+      break;
+    }
+  }
+}
+
 void UcxConnection::processOps() {
+  if (abandoned_) return;  // the posted Requests belong to a caller that has moved on
   helloRecv_.poll();
   helloSend_.poll();
   if (!goodbyeSeen_ && farewell_->recv.started() && farewell_->recv.poll()) {

@@ -49,6 +49,7 @@ class UcxConnection final : public Connection, public WorkerClient {
   const std::string& describe() const override { return describe_; }
   uint64_t bytesSent() const override { return bytesSent_; }
   uint64_t bytesReceived() const override { return bytesReceived_; }
+  void abandon() override;
 
   void processOps() override;
   bool hasPendingOps() const override { return !ops_.empty() || !helloDone(); }
@@ -115,6 +116,7 @@ class UcxConnection final : public Connection, public WorkerClient {
   bool peerGone_ = false;                // the peer's goodbye arrived
   uint64_t peerFramesSent_ = 0;
   bool aborted_ = false;
+  bool abandoned_ = false;  // abandon() ran: the posted Requests are no longer ours to complete
 };
 
 }  // namespace obccl::transport::ucx
