@@ -15,7 +15,9 @@
 // as one call. Every received header is compared with what this rank expects; a difference is
 // obcclInvalidUsage naming both calls. A failure inside a body (other than one every rank agreed
 // on, see markFailureAgreed) sends a kFlagError frame to every peer, so peers fail fast instead
-// of timing out, and leaves the communicator unusable (health() returns the failure).
+// of timing out, and leaves the communicator unusable (health() returns the failure). A mismatch
+// in which no rank reads a frame of the other call (ranks that disagree on a broadcast root: the
+// "roots" only send) completes, and its stale frames fail the next operation instead.
 //
 // Threading: one thread at a time per communicator (as NCCL); abort() may come from any thread.
 #pragma once
@@ -236,6 +238,7 @@ class Comm {
   bool payloadChecksums_ = true;  // see setPayloadChecksums
   // Peers whose error frame this rank has read during this op (they failed, they are not silent).
   mutable std::vector<bool> errorFrameFrom_;
+  mutable uint64_t payloadsReceived_ = 0;  // for config().testCorruptRx
 
   std::atomic<bool> aborted_{false};
   std::atomic<bool> busy_{false};
