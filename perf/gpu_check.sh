@@ -9,12 +9,16 @@
 # 2. builds only obccl_device, the GPU unit tests and obccl_gpu_check (-j$JOBS); without CMake,
 #    nvcc builds obccl_gpu_check and, when GoogleTest is installed, the GPU unit tests,
 # 3. runs the GPU-labelled tests (ctest -L gpu, or the test binaries directly),
-# 4. runs obccl_gpu_check, which times every fused kernel against a device-to-device memcpy of the
-#    same bytes, checks its outputs bitwise against the host reference, and prints its table last.
+# 4. runs obccl_gpu_staged under obcclrun with 2, 3 and 4 ranks sharing the GPU (the compressed
+#    allreduce's staged device path, docs/DEVICE_PATH.md; CMake build only), keeping its rows,
+# 5. runs obccl_gpu_check, which times every fused kernel against a device-to-device memcpy of the
+#    same bytes, checks its outputs bitwise against the host reference, and prints its table; the
+#    staged rows (time per call, #wrong against the same calls on host buffers) follow it, last.
 #
 # Environment: JOBS (16), CUDA_HOME (/usr/local/cuda), CUDA_ARCHS (CMake list, default: the GPU's
 # own, e.g. "90-real"), GPU_CHECK_ARGS (extra obccl_gpu_check flags, e.g. "--elems 16777216"),
-# GPU_CHECK_FORCE_NVCC=1 (skip CMake). Exit status: 0 when everything built and passed.
+# GPU_CHECK_FORCE_NVCC=1 (skip CMake), STAGED_ELEMS (elements per rank of the staged rows,
+# 16777216). Exit status: 0 when everything built and passed.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -83,10 +87,13 @@ fi
 # --- 2. build -------------------------------------------------------------------------------
 CHECK=""
 if [[ $MODE == cmake ]]; then
-  targets=(obccl_device obccl_gpu_check)
+  targets=(obccl_device obccl_gpu_check obccl obcclrun obccl_gpu_staged)
   if [[ $TESTS == ON ]]; then
     for src in "$ROOT"/test/unit/test_gpu_*.cc; do
       targets+=("unit_$(basename "$src" .cc)")
+    done
+    for src in "$ROOT"/test/multirank/test_gpu_*.cc; do
+      targets+=("multirank_$(basename "$src" .cc)")
     done
   fi
   step "build ${targets[*]}"
@@ -226,7 +233,28 @@ elif [[ $MODE == cmake ]]; then
   note "GPU unit tests not run (configured without tests: GoogleTest missing?)"
 fi
 
-# --- 4. kernel check (its table is the last output) -----------------------------------------
+# --- 4. staged device path with ranks sharing the GPU (rows printed after the table) -----------
+STAGED_ROWS=()
+if [[ $MODE == cmake && -x $BUILD/perf/gpu/obccl_gpu_staged && -x $BUILD/tools/obcclrun ]]; then
+  for n in 2 3 4; do
+    step "staged device path: obcclrun -n $n obccl_gpu_staged"
+    out=$BUILD/staged_$n.log
+    if run timeout 120 "$BUILD/tools/obcclrun" -n "$n" -- "$BUILD/perf/gpu/obccl_gpu_staged" \
+      --elems "${STAGED_ELEMS:-16777216}" --reps 10 >"$out" 2>&1; then
+      note "obccl_gpu_staged -n $n: passed"
+    else
+      note "obccl_gpu_staged -n $n: FAILED (see $out)"
+      STATUS=1
+    fi
+    tail -n 5 "$out"
+    row=$(grep -m1 '^STAGED_ROW' "$out" || true)
+    STAGED_ROWS+=("${row:-STAGED_ROW $n - - - - - - FAILED}")
+  done
+else
+  note "staged device path not checked (needs the CMake build of libobccl and obcclrun)"
+fi
+
+# --- 5. kernel check (its table, then the staged rows, are the last output) ------------------
 step "summary so far"
 printf '  %s\n' "${SUMMARY[@]}"
 if [[ -z $CHECK ]]; then
@@ -236,4 +264,16 @@ fi
 step "kernel check: obccl_gpu_check ${GPU_CHECK_ARGS:-}"
 # shellcheck disable=SC2086  # GPU_CHECK_ARGS is a list of flags
 run timeout 240 "$CHECK" ${GPU_CHECK_ARGS:-} || STATUS=1
+if ((${#STAGED_ROWS[@]} > 0)); then
+  printf '\ncompressed allreduce on device buffers, ranks sharing the GPU (staged path, obcclrun -n N;\n'
+  printf 'median ms per call of the slowest rank, device calls with their stream sync; #wrong:\n'
+  printf 'output and error-buffer elements differing from the same calls on host buffers)\n'
+  printf '%-16s %-5s %11s %10s %10s %10s %7s %s\n' "ranks" "type" "elements" "MiB" "device_ms" \
+    "host_ms" "#wrong" "bitwise"
+  for row in "${STAGED_ROWS[@]}"; do
+    read -r _ ranks type elems mib dev host wrong ok <<<"$row"
+    printf '%-16s %-5s %11s %10s %10s %10s %7s %s\n' "staged_n$ranks" "$type" "$elems" "$mib" \
+      "$dev" "$host" "$wrong" "$ok"
+  done
+fi
 exit $STATUS

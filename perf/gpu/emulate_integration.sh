@@ -21,6 +21,15 @@ JOBS=${JOBS:-2}
 CXX=${CXX:-g++}
 mkdir -p "$OUT"
 
+# --- the direct engine must not wait for the device ---------------------------------------------
+# The counting shim of the emulation (obccl_emu::hostSyncs) checks the calls at run time; this
+# checks the source: device_compressed.cc (setup and direct engine) names no synchronising call.
+sync_calls='streamSynchronize|\.synchronize\(|cudaStreamSynchronize|cudaDeviceSynchronize|cudaEventSynchronize|cudaMemcpy\(|cudaMemset\('
+if grep -nE "$sync_calls" "$ROOT/src/core/device_compressed.cc"; then
+  echo "emulate_integration.sh: the direct engine (src/core/device_compressed.cc) waits for the device" >&2
+  exit 1
+fi
+
 # --- the layers below core, from CMake ---------------------------------------------------------
 CM=${CMAKE_BUILD_DIR:-$OUT/cmake}
 if [[ ! -f $CM/CMakeCache.txt ]]; then
@@ -34,7 +43,7 @@ if grep -q "obccl_transport_ucx" "$CM/build.ninja" 2>/dev/null; then
   layers+=(obccl_transport_ucx)
   have_ucx=1
 fi
-cmake --build "$CM" -j "$JOBS" --target "${layers[@]}"
+cmake --build "$CM" -j "$JOBS" --target "${layers[@]}" obcclrun
 libs=("$CM/transports/libobccl_transport_tcp.a" "$CM/transports/libobccl_transport_shm.a")
 ((have_ucx)) && libs+=("$CM/transports/libobccl_transport_ucx.a" $(pkg-config --libs ucx))
 libs+=("$CM/transports/libobccl_transport.a" "$CM/src/topo/libobccl_topo.a"
@@ -60,7 +69,9 @@ for src in "$ROOT"/src/device/*.cu "$ROOT"/src/device/*.cc "$ROOT"/src/core/*.cc
   objs+=("$obj")
 done
 tests=("$ROOT"/test/multirank/test_gpu_*.cc)
-for src in "${tests[@]}"; do echo "$src $OUT/$(basename "$src").o" >>"$list"; done
+for src in "${tests[@]}" "$ROOT/perf/gpu/staged_check.cc"; do
+  echo "$src $OUT/$(basename "$src").o" >>"$list"
+done
 
 # Compiles "src obj" lines, JOBS at a time, skipping objects newer than their source and the
 # headers (a cheap stand-in for dependency tracking).
@@ -85,6 +96,12 @@ wait
 [[ -e $failed ]] && exit 1
 
 status=0
+# perf/gpu_check.sh's staged rows, one process per rank (small: the emulated kernels are slow).
+"$CXX" -o "$OUT/obccl_gpu_staged" "$OUT/staged_check.cc.o" "${objs[@]}" "${libs[@]}"
+for n in 2 3; do
+  echo "=== emulated: obcclrun -n $n obccl_gpu_staged"
+  "$CM/tools/obcclrun" -n "$n" -- "$OUT/obccl_gpu_staged" --elems 100000 --reps 2 || status=1
+done
 for src in "${tests[@]}"; do
   name=$(basename "$src" .cc)
   "$CXX" -o "$OUT/$name" "$OUT/$name.cc.o" "${objs[@]}" "${libs[@]}" -lgtest -lgtest_main

@@ -14,6 +14,11 @@
 //   workerUpdate, serverEncode (s in place), decode into recvbuff, each skipped on the device
 //                         when the OR is set: error buffers and recvbuff stay unchanged
 //   verdict               the flags are copied to a pinned ring slot for deviceAsyncError
+//
+// This file calls no synchronising CUDA function (perf/gpu/emulate_integration.sh greps for them;
+// the staged engines, which do wait, are in device_staged.cc). The only waits a direct call can
+// make are in DeviceContext: growing its memory (the first call of a larger size) and a full
+// ring of unread verdicts (64 calls the device has not finished).
 #if OBCCL_HAVE_CUDA
 
 #include "core/device_compressed.h"
@@ -139,9 +144,10 @@ Status createExchange(Comm& comm, DeviceContext& ctx, const DevicePathChoice& ch
     case DeviceExchangeKind::kNone:
       break;
   }
-  OBCCL_INFO(kSubsysDevice, "compressed allreduce on device buffers: %s path (%s)",
+  OBCCL_INFO(kSubsysDevice, "compressed allreduce on device buffers: %s path (%s)%s",
              choice.path == DevicePath::kDirect ? (ex ? ex->name() : "?") : "staged",
-             choice.reason.c_str());
+             choice.reason.c_str(),
+             ex && ex->hostSyncFree() ? ", no host waits inside a call" : "");
   return ctx.setPath(choice.path, choice.reason, std::move(ex));
 }
 
@@ -304,32 +310,6 @@ Status runDirect(Comm& comm, DeviceContext& ctx, const CompressedLayout& layout,
       OBCCL_TRY(ctx.recordDirectCall(comm.seq(), static_cast<int>(n), b.flags, st));
     return ctx.end(st);
   });
-}
-
-Status runFullyStaged(Comm& comm, DeviceContext& ctx, const DeviceCall& call) {
-  size_t workerCount = 0, serverCount = 0;
-  OBCCL_TRY(compressedErrorCounts(comm, call.count, &workerCount, &serverCount));
-  const size_t xBytes = call.count * dataTypeSize(call.datatype);
-  const size_t eBytes = workerCount * sizeof(float), sBytes = serverCount * sizeof(float);
-  OBCCL_ASSIGN_OR_RETURN(uint8_t * base, ctx.pinned(kPinnedPacked, 2 * xBytes + eBytes + sBytes));
-  uint8_t* x = base;
-  uint8_t* y = x + xBytes;
-  float* e = reinterpret_cast<float*>(y + xBytes);
-  float* se = e + workerCount;
-  void* st = call.stream;
-  OBCCL_TRY(ctx.begin(st));
-  OBCCL_TRY(device::copyAsync(x, call.send, xBytes, st));
-  OBCCL_TRY(device::copyAsync(e, call.workerError, eBytes, st));
-  OBCCL_TRY(device::copyAsync(se, call.serverError, sBytes, st));
-  OBCCL_TRY(device::streamSynchronize(st));
-  Status result = compressedAllReduce(comm, x, y, call.count, call.datatype, e, se);
-  if (result.isOk()) {
-    OBCCL_TRY(device::copyAsync(call.recv, y, xBytes, st));
-    OBCCL_TRY(device::copyAsync(call.workerError, e, eBytes, st));
-    OBCCL_TRY(device::copyAsync(call.serverError, se, sBytes, st));
-  }
-  OBCCL_TRY(ctx.end(st));
-  return result;
 }
 
 Status deviceCompressedAllReduce(Comm& comm, DeviceContext& ctx, const void* send, void* recv,

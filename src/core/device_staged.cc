@@ -358,6 +358,34 @@ Status runStaged(Comm& comm, DeviceContext& ctx, const CompressedLayout& layout,
   });
 }
 
+// The hierarchical schedule on device buffers: the whole call through pinned memory and the host
+// engine (hierarchical.h), which decides the error-buffer sizes.
+Status runFullyStaged(Comm& comm, DeviceContext& ctx, const DeviceCall& call) {
+  size_t workerCount = 0, serverCount = 0;
+  OBCCL_TRY(compressedErrorCounts(comm, call.count, &workerCount, &serverCount));
+  const size_t xBytes = call.count * dataTypeSize(call.datatype);
+  const size_t eBytes = workerCount * sizeof(float), sBytes = serverCount * sizeof(float);
+  OBCCL_ASSIGN_OR_RETURN(uint8_t * base, ctx.pinned(kPinnedPacked, 2 * xBytes + eBytes + sBytes));
+  uint8_t* x = base;
+  uint8_t* y = x + xBytes;
+  float* e = reinterpret_cast<float*>(y + xBytes);
+  float* se = e + workerCount;
+  void* st = call.stream;
+  OBCCL_TRY(ctx.begin(st));
+  OBCCL_TRY(device::copyAsync(x, call.send, xBytes, st));
+  OBCCL_TRY(device::copyAsync(e, call.workerError, eBytes, st));
+  OBCCL_TRY(device::copyAsync(se, call.serverError, sBytes, st));
+  OBCCL_TRY(device::streamSynchronize(st));
+  Status result = compressedAllReduce(comm, x, y, call.count, call.datatype, e, se);
+  if (result.isOk()) {
+    OBCCL_TRY(device::copyAsync(call.recv, y, xBytes, st));
+    OBCCL_TRY(device::copyAsync(call.workerError, e, eBytes, st));
+    OBCCL_TRY(device::copyAsync(call.serverError, se, sBytes, st));
+  }
+  OBCCL_TRY(ctx.end(st));
+  return result;
+}
+
 }  // namespace obccl::core
 
 #endif  // OBCCL_HAVE_CUDA

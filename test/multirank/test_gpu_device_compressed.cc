@@ -4,7 +4,9 @@
 // also an in-process exchange that never waits, with the host waits counted). Skips without a
 // CUDA device; perf/gpu/emulate_integration.sh runs it on the CPU.
 #include <condition_variable>
+#include <iterator>
 #include <mutex>
+#include <vector>
 
 #include "multirank/gpu_device_harness.h"
 
@@ -280,15 +282,19 @@ class ThreadExchange : public obccl::core::DeviceExchange {
   int rank_, n_;
 };
 
-// The direct engine with an exchange that never waits: bitwise the host results, and not one
-// host synchronisation inside a call once the scratch memory is allocated (the first call).
+// The direct engine with an exchange that never waits (and the one-rank engine): bitwise the host
+// results, and not one host synchronisation inside a call once the scratch memory is allocated
+// (the first call).
 struct FactoryGuard {
   ~FactoryGuard() { obccl::core::setDeviceExchangeFactoryForTesting({}); }
 };
 
 TEST(DeviceCompressedEmulated, DirectPathMakesNoHostSynchronisation) {
   FactoryGuard guard;
-  for (const Case& c : kCases) {
+  std::vector<Case> cases(std::begin(kCases), std::end(kCases));
+  cases.push_back({1, 0, obcclFloat32, 3000, 0});  // one rank: device copies, no exchange
+  cases.push_back({1, 64, obcclFloat16, 3001, 1024});
+  for (const Case& c : cases) {
     auto hub = std::make_shared<ThreadHub>(c.ranks);
     obccl::core::setDeviceExchangeFactoryForTesting(
         [hub](obccl::core::Comm& comm)
