@@ -205,8 +205,10 @@ Status Comm::checkHeaderMatches(const Transfer& t) const {
       errorFrameFrom_[t.peer] = true;
     obcclResult_t code = static_cast<obcclResult_t>(h.step);
     if (h.step == obcclSuccess || h.step >= obcclNumResults) code = obcclRemoteError;
+    // Both calls, so that every rank's message shows a mismatch whoever detected it.
     return Status(code, from + " failed its " + describeOp(opDescOf(h)) + " #" +
-                            std::to_string(h.seq) + " (see that rank's log)");
+                            std::to_string(h.seq) + " (see that rank's log); this rank called " +
+                            describeOp(op_) + " #" + std::to_string(seq_));
   }
   if (h.commId != commId_)
     return invalidUsage(from + " sent a frame of another communicator (id " +
@@ -229,6 +231,13 @@ Status Comm::checkDone(const Transfer& t) const {
     OBCCL_TRY(checkHeaderMatches(t));
   }
   if (!t.req.status.isOk()) return t.req.status;
+  if (t.isRecv && t.bytes > 0 && config_.testCorruptRx > 0 &&
+      ++payloadsReceived_ % static_cast<uint64_t>(config_.testCorruptRx) == 0) {
+    // OBCCL_TEST_CORRUPT_RX: damage the delivered payload as a bad link or NIC would.
+    size_t bit = (payloadsReceived_ * 2654435761u) % (t.bytes * 8);
+    static_cast<uint8_t*>(const_cast<void*>(t.data))[bit / 8] ^=
+        static_cast<uint8_t>(1u << (bit % 8));
+  }
   if (t.isRecv && (t.req.header.flags & transport::kFlagChecksum) && t.bytes > 0 &&
       crc32c(t.data, t.bytes) != t.req.header.crc)
     return remoteError("payload from " + peerName(t.peer) + " at step " +

@@ -137,6 +137,10 @@ Result<Config> resolveConfig(const obcclConfig_t* c) {
                        "expected a byte count >= 64"));
   cfg.segmentBytes = static_cast<size_t>(seg);
   OBCCL_ASSIGN_OR_RETURN(cfg.checksum, paramBool("OBCCL_CHECKSUM"));
+  OBCCL_ASSIGN_OR_RETURN(int64_t corrupt, paramInt("OBCCL_TEST_CORRUPT_RX"));
+  OBCCL_TRY(checkRange(corrupt, 0, INT32_MAX, false, "", "OBCCL_TEST_CORRUPT_RX",
+                       "expected 0 (off) or N > 0 (every N-th received payload)"));
+  cfg.testCorruptRx = static_cast<int>(corrupt);
   cfg.codec = paramString("OBCCL_CODEC");
   cfg.socketIfname = paramString("OBCCL_SOCKET_IFNAME");
   cfg.topoFile = paramString("OBCCL_TOPO_FILE");

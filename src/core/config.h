@@ -21,6 +21,7 @@ struct Config {
   size_t allreduceSmallBytes = 65536;   // recursive doubling at or below, ring above
   size_t segmentBytes = 1 << 20;        // pipeline segment for ring collectives
   bool checksum = false;                // checksum uncompressed payloads too
+  int testCorruptRx = 0;                // TEST ONLY: flip a bit in every N-th received payload
   std::string codec = "auto";
   std::string socketIfname;
   std::string topoFile;

@@ -44,6 +44,10 @@ const std::vector<ParamInfo>& registry() {
        "Compression kernel variant: auto, scalar, avx2 or avx512."},
       {"OBCCL_CHECKSUM", ParamType::kBool, "0",
        "Also checksum uncompressed payloads (compressed payloads are always checksummed)."},
+      {"OBCCL_TEST_CORRUPT_RX", ParamType::kInt, "0",
+       "TEST ONLY, never in production: flip one bit of every N-th payload this rank receives, "
+       "after the transport delivered it and before its checksum is checked (fault tests prove "
+       "corruption becomes an error). 0: off."},
       {"OBCCL_TOPO_FILE", ParamType::kString, "",
        "Load the host map from this file instead of detecting it (tests fake hosts with it)."},
       {"OBCCL_TOPO_DUMP_FILE", ParamType::kString, "", "Write the detected topology to this file."},
