@@ -20,6 +20,10 @@
 #   -T SECONDS  limit per benchmark run (default 900)
 #   -o OUT_DIR  default perf/results: shaped_link.md, shaped_link.csv, shaped_link_n<N>.png
 #
+#   perf/shaped_link.sh --veth RATE [BUILD_DIR] [MAX] [ITERS]
+#               2 ranks on 2 emulated hosts (test/netns/netns.sh), links shaped per direction
+#   perf/shaped_link.sh --report OUT_DIR    table and plots again from OUT_DIR/shaped_link.csv
+#
 # Needs root (unshare -n, tc). At 1 Gbit/s a 256 MiB fp32 allreduce over 2 ranks takes ~4 s
 # per iteration (and 3x that over 4 ranks): lower -e and -i to bound a run.
 # obccl:    OBCCL_TRANSPORTS=tcp obcclrun -n N obccl_perf -t compressed_allreduce|allreduce
@@ -241,8 +245,35 @@ main() {
   report "$OUT"
 }
 
+# Two emulated hosts (test/netns/netns.sh: veth links through a bridge, each direction of each
+# link shaped by its own tbf), one rank on each: here a rank's sends and receives each get the
+# full rate, unlike on lo. Prints obccl_perf's rows for the fp32 ring and the compressed allreduce.
+veth() {
+  local rate=$1 build=${2:-build} max=${3:-64M} iters=${4:-5}
+  local secret m r
+  VETH_TMP=$(mktemp -d /tmp/obccl-shaped-veth.XXXXXX)
+  local tmp=$VETH_TMP
+  export OBCCL_NETNS_PREFIX=shapedl
+  trap 'bash test/netns/netns.sh down; rm -rf "$VETH_TMP"' EXIT
+  bash test/netns/netns.sh up 2 "$rate" >&2
+  secret=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
+  echo "# veth pair shaped at $rate per direction, 2 ranks on 2 emulated hosts, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  for m in "allreduce -o sum" compressed_allreduce; do
+    for r in 0 1; do
+      ip netns exec "shapedl-h$r" env OBCCL_RANK=$r OBCCL_WORLD_SIZE=2 OBCCL_ROOT=198.18.0.1:29600 \
+        OBCCL_SECRET="$secret" OBCCL_SOCKET_IFNAME=eth0 OBCCL_TRANSPORTS=tcp \
+        OBCCL_HOST_ID="shapedl-h$r" timeout 600 "$build/perf/obccl_perf" -t $m -d float \
+        -b 1M -e "$max" -n "$iters" -w 1 >"$tmp/$r.log" 2>&1 &
+    done
+    wait
+    cat "$tmp/0.log"
+  done
+}
+
 if [[ ${1:-} == --inner ]]; then
   inner "$2"
+elif [[ ${1:-} == --veth ]]; then
+  veth "${@:2}"
 elif [[ ${1:-} == --report ]]; then
   report "${2:-perf/results}"
 else

@@ -42,7 +42,7 @@ passes() {
   local min max lo hi
   min=$(toBytes "$MIN") max=$(toBytes "$MAX") lo=$min
   hi=$((max < (32 << 10) ? max : (32 << 10)))
-  ((lo <= hi)) && echo "$lo $hi 1000 100" && lo=$((hi * 2))
+  ((lo <= hi)) && echo "$lo $hi 200 20" && lo=$((hi * 2))
   hi=$((max < (4 << 20) ? max : (4 << 20)))
   ((lo <= hi)) && echo "$lo $hi 50 5" && lo=$((hi * 2))
   ((lo <= max)) && echo "$lo $max 5 1"
