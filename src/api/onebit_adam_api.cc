@@ -49,8 +49,7 @@ Result<optim::OnebitAdam*> liveOptimizer(obcclOnebitAdam_t opt) {
 
 Status hostOnly(const void* ptr, const char* name) {
   if (core::classifyPointer(ptr) == core::MemoryKind::kDevice)
-    return invalidArgument(std::string(name) +
-                           " is device memory; the 1-bit Adam helper runs on host buffers");
+    return invalidArgument(std::string(name) + " is device memory; pass it in host memory");
   return Status::ok();
 }
 
@@ -138,7 +137,8 @@ OBCCL_API obcclResult_t obcclOnebitAdamStep(obcclOnebitAdam_t opt, float* params
 #endif
     if (stream != nullptr)
       return obccl::invalidArgument(
-          "stream is not NULL; the 1-bit Adam helper runs on host buffers (pass NULL)");
+          "stream is not NULL but params and localGrads are host memory (pass NULL with host "
+          "buffers; a stream orders steps on device buffers)");
     OBCCL_TRY(obccl::api::hostOnly(params, "params"));
     OBCCL_TRY(obccl::api::hostOnly(localGrads, "localGrads"));
     return o->step(params, localGrads, lr);
