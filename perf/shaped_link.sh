@@ -174,6 +174,9 @@ for rate, n in keys:
         line = "compression is slower than the fp32 ring at the largest size measured"
     md.append(f"\nCrossover: {line}. Load average during these runs: "
               f"{min(loads, default=0):.1f} .. {max(loads, default=0):.1f}.\n")
+meta = os.path.join(out, "shaped_link.meta")
+if os.path.exists(meta):
+    md.append(open(meta).read())
 open(os.path.join(out, "shaped_link.md"), "w").write("\n".join(md))
 print("\n".join(md))
 # One PNG per rank count: time vs size, one panel per rate.
@@ -242,6 +245,12 @@ main() {
   echo "shaped_link.sh: measured in $(($(date +%s) - started)) s" >&2
   { echo "rate,nranks,method,fp32_bytes,count,time_us,busbw_GBps,wrong,wire_bytes_per_rank,load_before_after"
     sort -t, -k1,1 -k2,2n -k3,3 -k4,4n "$SL_TMP/rows.csv"; } >"$OUT/shaped_link.csv"
+  local src
+  src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$SL_BUILD/CMakeCache.txt")
+  { echo "Command: perf/shaped_link.sh $*"
+    echo "Machine: $(nproc) cores, $(uname -sr), $(mpirun --version 2>/dev/null | head -1), obccl $(git -C "${src:-.}" rev-parse --short HEAD 2>/dev/null || echo '?') (source tree of $SL_BUILD), $(date -u +%F)."
+    echo "Each row: one run per method per size range, methods alternating; fp32 ring link use = n * busbw / rate (tbf on lo carries every rank's sends)."
+  } >"$OUT/shaped_link.meta"
   report "$OUT"
 }
 

@@ -37,6 +37,13 @@ TMP=$(mktemp -d /tmp/obccl-shmvader.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
 toBytes() { numfmt --from=iec "${1%iB}"; }
+# The commit of the source tree the build directory was configured from (uncommitted changes
+# in that tree are not visible here).
+buildCommit() {
+  local src
+  src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null)
+  git -C "${src:-.}" rev-parse --short HEAD 2>/dev/null || echo '?'
+}
 # Size ranges with iteration counts: latency-bound sizes need many iterations to be stable.
 passes() {
   local min max lo hi
@@ -108,7 +115,7 @@ done
 {
   for n in ${RANKS//,/ }; do table "$n"; done
   echo "Rows: best of $REPEATS alternating runs per size; float sum, results checked."
-  echo "Machine: $(nproc) cores, $(uname -sr), $(mpirun --version 2>/dev/null | head -1), obccl $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+  echo "Machine: $(nproc) cores, $(uname -sr), $(mpirun --version 2>/dev/null | head -1), obccl $(buildCommit)."
 } | tee "$TMP/table.md"
 if [[ -n $OUT ]]; then cp "$TMP/table.md" "$OUT"; fi
 if grep -h "Out of bounds" "$TMP"/*.log | grep -q FAILED; then

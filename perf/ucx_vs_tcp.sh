@@ -41,6 +41,13 @@ OP=(-o sum)
 [[ $COLL == compressed_allreduce ]] && OP=()
 
 toBytes() { numfmt --from=iec "${1%iB}"; }
+# The commit of the source tree the build directory was configured from (uncommitted changes
+# in that tree are not visible here).
+buildCommit() {
+  local src
+  src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null)
+  git -C "${src:-.}" rev-parse --short HEAD 2>/dev/null || echo '?'
+}
 passes() {  # large sizes get fewer iterations
   local min max lo hi
   min=$(toBytes "$MIN") max=$(toBytes "$MAX") lo=$min
@@ -89,7 +96,7 @@ loads=$(cat "$TMP"/*.load | tr '/' '\n' | sort -n | sed -n '1p;$p' | paste -sd' 
     END { printf "Lowest ucx / tcp busbw ratio %.2f at %d B; %d of %d sizes below 0.90 (%s).\n",
           lo, at, miss, NR, miss ? "missed" : "met" }'
   echo "Rows: best of $REPEATS alternating runs per size; $COLL, float, $RANKS ranks, results checked. Load average $loads."
-  echo "Machine: $(nproc) cores, $(uname -sr), UCX $(ucx_info -v 2>/dev/null | sed -n 's/^# Version //p'), obccl $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+  echo "Machine: $(nproc) cores, $(uname -sr), UCX $(ucx_info -v 2>/dev/null | sed -n 's/^# Version //p'), obccl $(buildCommit)."
 } | tee "$TMP/table.md"
 if [[ -n $OUT ]]; then cp "$TMP/table.md" "$OUT"; fi
 if grep -h "Out of bounds" "$TMP"/*.log | grep -q FAILED; then
