@@ -38,6 +38,9 @@ class BootstrapClient final : public Bootstrap {
     return allgather({}, &ignored, deadline).withContext("bootstrap barrier");
   }
   Status checkRoot() override;
+  void reportFailure(const Status& failure, uint64_t seq) override;
+  Status jobFailure(uint64_t* seq) override;
+  int jobFailureFd() const override { return rootGone_ ? -1 : fd_.get(); }
   void abort() override;
   int rank() const override { return rank_; }
   int nranks() const override { return nranks_; }
@@ -57,6 +60,9 @@ class BootstrapClient final : public Bootstrap {
   SocketAddress local_;
   std::atomic<bool> aborted_{false};
   Status error_;
+  bool rootGone_ = false;     // after init: the root closed or broke; no more news from it
+  Status jobError_;           // after init: what another rank reported
+  uint64_t jobErrorSeq_ = 0;  // and in which operation
   uint64_t round_ = 0;
 };
 
@@ -99,6 +105,47 @@ Status BootstrapClient::checkRoot() {
   Status s = readMessage(MsgType::kError, 0, &h, &payload, Deadline::afterMs(1000));
   if (s.isOk()) s = remoteError("unexpected message from " + rootName_ + " between rounds");
   return broken(s);
+}
+
+void BootstrapClient::reportFailure(const Status& failure, uint64_t seq) {
+  if (rootGone_ || aborted_.load() || !error_.isOk() || !jobError_.isOk()) return;
+  std::string text = failure.message().substr(0, kMaxErrorBytes);
+  std::vector<uint8_t> payload(4 + text.size());
+  int32_t code = failure.code();
+  std::memcpy(payload.data(), &code, 4);
+  std::memcpy(payload.data() + 4, text.data(), text.size());
+  std::vector<uint8_t> msg = makeMessage(MsgType::kJobFailed, seq, payload.data(), payload.size());
+  if (!writeFull(fd_.get(), msg.data(), msg.size(), Deadline::afterMs(200), rootName_).isOk())
+    rootGone_ = true;
+}
+
+Status BootstrapClient::jobFailure(uint64_t* seq) {
+  while (jobError_.isOk() && !rootGone_ && !aborted_.load()) {
+    pollfd pfd{fd_.get(), POLLIN, 0};
+    if (::poll(&pfd, 1, 0) <= 0) break;
+    MsgHeader h;
+    Status s = readFull(fd_.get(), &h, sizeof(h), Deadline::afterMs(1000), rootName_);
+    bool known = h.type == static_cast<uint32_t>(MsgType::kJobFailed) ||
+                 h.type == static_cast<uint32_t>(MsgType::kError);
+    if (!s.isOk() || h.magic != kMsgMagic || !known || h.length > kMaxErrorBytes + 4) {
+      rootGone_ = true;  // closed, or a stream this rank cannot follow: no news from it
+      break;
+    }
+    std::vector<uint8_t> payload(h.length);
+    if (h.length > 0 &&
+        !readFull(fd_.get(), payload.data(), payload.size(), Deadline::afterMs(1000), rootName_)
+             .isOk()) {
+      rootGone_ = true;
+      break;
+    }
+    // kError after init is the root's note that some rank left; only kJobFailed fails the job.
+    if (h.type == static_cast<uint32_t>(MsgType::kJobFailed)) {
+      jobError_ = parseErrorPayload(payload);
+      jobErrorSeq_ = h.seq;
+    }
+  }
+  *seq = jobErrorSeq_;
+  return jobError_;
 }
 
 Status BootstrapClient::join(const Deadline& deadline, const std::atomic<bool>* cancel) {

@@ -68,6 +68,15 @@ class Bootstrap {
   // Without blocking, between rounds: an error when the root has reported a failure of the job
   // (e.g. another rank left while it was starting) or the root connection broke; ok otherwise.
   virtual Status checkRoot() = 0;
+  // After init. Tells the root that this rank's operation failed; the root forwards the first
+  // such report to every other rank (best effort, a short bounded write).
+  virtual void reportFailure(const Status& failure, uint64_t seq) = 0;
+  // After init, without blocking: the failure another rank reported through the root, or ok
+  // (also once the root is gone, which is no failure of the job). Sticky once reported; *seq
+  // receives the operation sequence number the reporting rank failed in.
+  virtual Status jobFailure(uint64_t* seq) = 0;
+  // The fd to poll for jobFailure() news; -1 once the root is gone.
+  virtual int jobFailureFd() const = 0;
   // Unblocks any pending call (it fails with obcclRemoteError or a timeout); safe from any thread.
   virtual void abort() = 0;
   virtual int rank() const = 0;

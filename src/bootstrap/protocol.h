@@ -26,6 +26,8 @@ enum class MsgType : uint32_t {
   kError = 3,       // root -> rank: int32 obcclResult_t, then the message text
   kContribute = 4,  // rank -> root: seq = round, payload = this rank's bytes
   kResult = 5,      // root -> rank: seq = round, payload = nranks uint64 lengths, then the bytes
+  kJobFailed = 6,   // either way, after init: int32 obcclResult_t, then the message text; the
+                    // root forwards the first one to every other rank
 };
 
 struct MsgHeader {

@@ -81,6 +81,7 @@ class RootService {
   void onJoin(Peer& p);
   void onMessage(Peer& p);
   void onContribute(Peer& p, std::vector<uint8_t> data);
+  void onJobFailed(Peer& p, std::vector<uint8_t> data);
   void completeRound(uint64_t round);
   void flush(Peer& p);
   void send(Peer& p, std::shared_ptr<const std::vector<uint8_t>> msg);
@@ -113,7 +114,8 @@ class RootService {
   int joined_ = 0, departed_ = 0;
   bool welcomed_ = false;
   bool failing_ = false;
-  Status failure_;  // why the job failed, once failing_
+  Status failure_;          // why the job failed, once failing_
+  bool jobFailed_ = false;  // a rank reported a failed operation (forwarded once)
   Clock::time_point drainUntil_;
   std::map<uint64_t, Round> rounds_;
 };
@@ -406,9 +408,11 @@ void RootService::onJoin(Peer& p) {
 void RootService::onMessage(Peer& p) {
   if (!p.haveHeader) {
     std::memcpy(&p.header, p.in.data(), sizeof(MsgHeader));
+    bool failure = p.header.type == static_cast<uint32_t>(MsgType::kJobFailed);
     if (p.header.magic != kMsgMagic ||
-        p.header.type != static_cast<uint32_t>(MsgType::kContribute) ||
-        p.header.length > kMaxContributionBytes || p.header.seq != p.nextRound) {
+        (!failure && p.header.type != static_cast<uint32_t>(MsgType::kContribute)) ||
+        p.header.length > (failure ? kMaxErrorBytes + 4 : kMaxContributionBytes) ||
+        (!failure && p.header.seq != p.nextRound)) {
       return onClosed(p, "protocol error (bad message header)");
     }
     p.haveHeader = true;
@@ -420,7 +424,29 @@ void RootService::onMessage(Peer& p) {
   p.haveHeader = false;
   p.in.assign(sizeof(MsgHeader), 0);
   p.have = 0;
+  if (p.header.type == static_cast<uint32_t>(MsgType::kJobFailed))
+    return onJobFailed(p, std::move(data));
   onContribute(p, std::move(data));
+}
+
+void RootService::onJobFailed(Peer& p, std::vector<uint8_t> data) {
+  // The first report reaches every other rank, so that ranks waiting on some other peer fail
+  // now instead of at their deadline; later reports (the others failing in turn) are dropped.
+  if (jobFailed_ || !welcomed_) return;
+  jobFailed_ = true;
+  Status s = parseErrorPayload(data);
+  OBCCL_INFO(kSubsysBootstrap, "bootstrap root %s: %s reports: %s", address_.toString().c_str(),
+             rankName(p.rank).c_str(), s.message().c_str());
+  std::string text = "rank " + std::to_string(p.rank) + " failed: " + s.message();
+  if (text.size() > kMaxErrorBytes) text.resize(kMaxErrorBytes);
+  std::vector<uint8_t> payload(4 + text.size());
+  int32_t code = s.code();
+  std::memcpy(payload.data(), &code, 4);
+  std::memcpy(payload.data() + 4, text.data(), text.size());
+  auto msg = std::make_shared<const std::vector<uint8_t>>(
+      makeMessage(MsgType::kJobFailed, p.header.seq, payload.data(), payload.size()));
+  for (Peer* q : byRank_)
+    if (q != nullptr && q != &p) send(*q, msg);
 }
 
 void RootService::onContribute(Peer& p, std::vector<uint8_t> data) {

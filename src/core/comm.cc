@@ -1,6 +1,7 @@
 #include "core/comm.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -94,12 +95,21 @@ Status Comm::beginOp(const OpDesc& desc) {
   OBCCL_TRY(health());
   if (nranks_ > 1 && connections_.empty())
     return invalidUsage(describeOp(desc) + ": communicator is not initialized");
+  // Another rank's failure reported through the root (a mismatch this rank's last call could
+  // complete without noticing, for one): this call fails with it instead of waiting for peers.
+  if (Status job = jobFailure(seq_ + 1); !job.isOk()) {
+    Status s(job.code(), describeOp(desc) + " #" + std::to_string(seq_ + 1) + ": " + job.message());
+    std::lock_guard<std::mutex> lock(healthMu_);
+    if (health_.isOk()) health_ = s;
+    return s;
+  }
   ++seq_;
   op_ = desc;
   opDepth_ = 1;
   opDeadline_ = Deadline::afterMs(config_.timeoutMs);
   failureAgreed_ = false;
   failed_ = false;
+  failureFromJob_ = false;
   payloadChecksums_ = true;
   errorFrameFrom_.assign(nranks_, false);
   return Status::ok();
@@ -269,8 +279,15 @@ Status Comm::idleWait(const std::vector<int>& peers, const Deadline& deadline, i
   std::vector<transport::Connection*> conns;
   conns.reserve(peers.size());
   for (int p : peers) conns.push_back(connection(p));
-  waiter_->wait(conns, deadline, idleRounds);
+  bool news = waiter_->wait(conns, deadline, idleRounds, jobFailureFd());
   if (aborted()) return systemError(what + ": aborted by obcclCommAbort");
+  if (news) {
+    Status job = jobFailure(seq_);
+    if (!job.isOk()) {
+      failureFromJob_ = true;
+      return Status(job.code(), what + ": " + job.message());
+    }
+  }
   return Status::ok();
 }
 
@@ -327,16 +344,37 @@ Status Comm::fail(Status status) {
   }
   OBCCL_WARN(kSubsysColl, "%s #%llu failed: %s", opName(op_.op),
              static_cast<unsigned long long>(seq_), status.message().c_str());
+  // Through the root, the other ranks learn of it even while they wait on other peers (their
+  // error frames arrive only where a receive is posted). Only a rank that found the failure
+  // itself reports, so the root's first report is the cause, not an echo: not one that failed on
+  // a peer's error frame, nor one that already holds another rank's report (a peer that failed
+  // and left looks like a lost connection here). A timeout is reported after the drain, which
+  // names the peers that went silent.
+  std::string op = std::string(opName(op_.op)) + " #" + std::to_string(seq_);
+  bool fromPeer =
+      std::find(errorFrameFrom_.begin(), errorFrameFrom_.end(), true) != errorFrameFrom_.end();
+  bool echo = failureFromJob_ || aborted();
+  Status first = echo ? Status::ok() : jobFailure(UINT64_MAX);
+  bool report = !echo && !fromPeer && first.isOk();
+  if (report && status.code() != obcclTimeout) reportFailure(status.withContext(op));
   std::string silent = aborted() ? "" : drainAfterFailure(status.code());
+  if (report && status.code() == obcclTimeout)
+    reportFailure(Status(status.code(), status.message() + (silent.empty() ? "" : "; " + silent))
+                      .withContext(op));
   // The caller's buffers may go once the call returns: no transport may use them from now on.
   for (auto& c : connections_)
     if (c) c->abandon();
-  if (silent.empty()) return status;
-  // A timeout names the peers this rank waited for, which may themselves wait for the one that
-  // stopped; the drain tells them apart (a live peer fails too and says so).
-  status = Status(status.code(), status.message() + "; " + silent);
+  // The notes: the silent peers of a timeout (the peer this rank waited for may itself wait for
+  // the one that stopped), and the job's first failure when this one was passed on.
+  if (!echo && !report && first.isOk()) first = jobFailure(UINT64_MAX);
+  std::string note = silent;
+  if (!first.isOk()) note += (note.empty() ? "" : "; ") + ("first failure: " + first.message());
+  obcclResult_t code = status.code();
+  if (!first.isOk() && code == obcclRemoteError) code = first.code();
+  if (note.empty()) return status;
+  status = Status(code, status.message() + "; " + note);
   OBCCL_WARN(kSubsysColl, "%s #%llu: %s", opName(op_.op), static_cast<unsigned long long>(seq_),
-             silent.c_str());
+             note.c_str());
   std::lock_guard<std::mutex> lock(healthMu_);
   health_ = status.withContext(std::string(opName(op_.op)) + " #" + std::to_string(seq_));
   return status;
@@ -398,7 +436,7 @@ std::string Comm::drainAfterFailure(obcclResult_t code) {
     }
     std::vector<transport::Connection*> conns;
     for (int p : live) conns.push_back(connections_[p].get());
-    waiter_->wait(conns, Deadline::earlier(grace, quiet), &idle);
+    waiter_->wait(conns, Deadline::earlier(grace, quiet), &idle, -1);
   }
   // Peers that sent nothing at all while every live peer failed too, and whose connection did
   // not break: stopped, hung or cut off. Reported for timeouts, where the peer this rank waited

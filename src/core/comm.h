@@ -199,6 +199,13 @@ class Comm {
   Comm(int rank, int nranks, Config config);
   Status selectTransports(const bootstrap::UniqueIdData& id, const Deadline& deadline);
   void abortBootstrap();  // with bootstrapMu_ held
+  // The bootstrap root as an out-of-band failure channel after init (see Comm::fail): tell the
+  // other ranks about this rank's failure; read another rank's report without blocking; the fd
+  // to poll for such a report (-1: none).
+  void reportFailure(const Status& failure);
+  // Another rank's reported failure that concerns operation seq (or an earlier one); ok else.
+  Status jobFailure(uint64_t seq);
+  int jobFailureFd() const;
   Status beginOp(const OpDesc& desc);
   void endOp(bool ok);
   void refreshStats();
@@ -239,6 +246,7 @@ class Comm {
   // Peers whose error frame this rank has read during this op (they failed, they are not silent).
   mutable std::vector<bool> errorFrameFrom_;
   mutable uint64_t payloadsReceived_ = 0;  // for config().testCorruptRx
+  bool failureFromJob_ = false;            // this op failed on another rank's report
 
   std::atomic<bool> aborted_{false};
   std::atomic<bool> busy_{false};

@@ -21,6 +21,21 @@ void Comm::abortBootstrap() {
   if (bootstrap_) bootstrap_->abort();
 }
 
+void Comm::reportFailure(const Status& failure) {
+  if (bootstrap_) bootstrap_->reportFailure(failure, seq_);
+}
+
+// A rank that failed a later operation than seq completed this one, as every other rank then
+// did too: this one can still complete, and the next call fails with the report.
+Status Comm::jobFailure(uint64_t seq) {
+  if (!bootstrap_) return Status::ok();
+  uint64_t at = 0;
+  Status s = bootstrap_->jobFailure(&at);
+  return s.isOk() || at > seq ? Status::ok() : s;
+}
+
+int Comm::jobFailureFd() const { return bootstrap_ ? bootstrap_->jobFailureFd() : -1; }
+
 Status Comm::init(const bootstrap::UniqueIdData& id) {
   Deadline deadline = Deadline::afterMs(config_.timeoutMs);
   commId_ = id.commId;
@@ -127,6 +142,9 @@ Status Comm::selectTransports(const bootstrap::UniqueIdData& id, const Deadline&
 
 Comm::~Comm() { connections_.clear(); }
 void Comm::abortBootstrap() {}
+void Comm::reportFailure(const Status&) {}
+Status Comm::jobFailure(uint64_t) { return Status::ok(); }
+int Comm::jobFailureFd() const { return -1; }
 Status Comm::init(const bootstrap::UniqueIdData&) {
   return internalError("this build has no bootstrap layer");
 }

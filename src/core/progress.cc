@@ -33,12 +33,13 @@ void Waiter::abort() {
   (void)n;
 }
 
-void Waiter::wait(const std::vector<transport::Connection*>& conns, const Deadline& deadline,
-                  int* idleRounds) {
-  if (aborted()) return;
+bool Waiter::wait(const std::vector<transport::Connection*>& conns, const Deadline& deadline,
+                  int* idleRounds, int extraFd) {
+  if (aborted()) return false;
   std::vector<pollfd> fds;
-  fds.reserve(conns.size() + 1);
+  fds.reserve(conns.size() + 2);
   fds.push_back({eventFd_, POLLIN, 0});
+  if (extraFd >= 0) fds.push_back({extraFd, POLLIN, 0});
   bool fdLess = false;
   for (transport::Connection* c : conns) {
     int fd = c->pollFd();
@@ -53,18 +54,19 @@ void Waiter::wait(const std::vector<transport::Connection*>& conns, const Deadli
   if (fdLess) {
     if (*idleRounds < kSpinRounds) {
       std::this_thread::yield();
-      return;
+      return false;
     }
     // Sleep in small steps (growing to kMaxSleepUs) while still watching fds and abort.
     int us = std::min(kMaxSleepUs, 10 * (*idleRounds - kSpinRounds + 1));
     if (fds.size() == 1) {
       std::this_thread::sleep_for(std::chrono::microseconds(us));
-      return;
+      return false;
     }
     timeoutMs = std::min(timeoutMs, us >= 1000 ? 1 : 0);
   }
   int rc = poll(fds.data(), fds.size(), timeoutMs);
-  (void)rc;  // EINTR or a ready fd: either way the caller progresses and re-checks
+  // EINTR or a ready fd: either way the caller progresses and re-checks.
+  return rc > 0 && extraFd >= 0 && fds[1].revents != 0;
 }
 
 }  // namespace obccl::core

@@ -24,8 +24,9 @@ class Waiter {
   // Blocks until one of conns may progress, abort(), the deadline, or a short cap. *idleRounds
   // counts consecutive waits without progress (the caller resets it when bytes move); it decides
   // between spinning and sleeping for fd-less connections.
-  void wait(const std::vector<transport::Connection*>& conns, const Deadline& deadline,
-            int* idleRounds);
+  // extraFd (-1: none) is watched too; returns true when it is readable or hung up.
+  bool wait(const std::vector<transport::Connection*>& conns, const Deadline& deadline,
+            int* idleRounds, int extraFd);
 
  private:
   explicit Waiter(int eventFd) : eventFd_(eventFd) {}

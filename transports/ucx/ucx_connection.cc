@@ -261,17 +261,27 @@ Status UcxConnection::finishRecv(const FrameOp& op) {
 void UcxConnection::abandon() {
   if (abandoned_) return;
   abandoned_ = true;
-  if (ops_.empty()) return;
-  if (failed_.isOk()) fail(remoteError(describe_ + ": abandoned after a failed operation"));
-  // Receives are cancelled and the endpoint force-closed (failing its sends and rendezvous
-  // transfers); then wait, briefly, until UCX has let go of every caller buffer. The worker is
-  // shared, so a later close of another connection would otherwise still move their bytes.
-  abortAll();
+  ucp_worker_h w = worker_->get();
   std::vector<UcxRequest*> mine;
   for (auto& op : ops_) {
+    if (!op->isSend) {
+      op->headerMsg.cancel(w);
+      op->payloadMsg.cancel(w);
+    }
     mine.push_back(&op->headerMsg);
     mine.push_back(&op->payloadMsg);
   }
+  waitAll(mine, Deadline::afterMs(0));
+  // Headers live in the ops; payloads are the caller's. A receive that matched a rendezvous, or
+  // a send whose payload is still in flight, stops using it only when the endpoint goes: force
+  // it closed and wait, briefly, for UCX to let go (the worker is shared, so a later close of
+  // another connection would otherwise still move these bytes). Zero-length frames (error
+  // frames) are left to leave with the goodbye.
+  bool callerMemory = false;
+  for (const auto& op : ops_) callerMemory = callerMemory || !op->payloadMsg.done();
+  if (!callerMemory) return;
+  if (failed_.isOk()) fail(remoteError(describe_ + ": abandoned after a failed operation"));
+  abortAll();
   waitAll(mine, Deadline::afterMs(kCloseWaitMs));
   for (UcxRequest* r : mine) {
     if (!r->done()) {
