@@ -157,11 +157,13 @@ OBCCL_API obcclResult_t obcclCommGetAsyncError(obcclComm_t comm, obcclResult_t* 
         return Status::ok();
       }
       if (!comm->init->result.isOk()) {
-        *asyncError = comm->init->result.code();
+        // obcclGetLastError(comm) then says why, not what an earlier call said while waiting.
+        *asyncError = obccl::api::recordError(comm, comm->init->result);
         return Status::ok();
       }
     }
-    *asyncError = comm->comm->health().code();
+    Status health = comm->comm->health();
+    *asyncError = health.isOk() ? obcclSuccess : obccl::api::recordError(comm, health);
 #if OBCCL_HAVE_CUDA
     // A device compressed allreduce that every rank skipped on the device (non-finite input)
     // is reported here once, with its message for obcclGetLastError (docs/DEVICE_PATH.md).
