@@ -91,6 +91,14 @@ def _candidates():
 
 
 def _load():
+    # A CUDA build of libobccl links the system's libnccl.so.2. PyTorch's CUDA wheels ship their
+    # own, newer NCCL under the same soname; whichever is loaded first serves both, and torch
+    # needs its own (its import fails on symbols an older NCCL lacks). So when torch is installed
+    # it is imported before libobccl is loaded.
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
     errors = []
     for cand in _candidates():
         try:
