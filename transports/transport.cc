@@ -11,8 +11,7 @@ void sealHeader(FrameHeader* header) {
 }
 
 Status checkHeader(const FrameHeader& header, const std::string& peer) {
-  if (header.magic != kFrameMagic)
-    return remoteError("garbled frame from " + peer + ": bad magic");
+  if (header.magic != kFrameMagic) return remoteError("garbled frame from " + peer + ": bad magic");
   if (header.version != kFrameVersion)
     return remoteError("frame from " + peer + " has protocol version " +
                        std::to_string(header.version) + ", this rank speaks " +

@@ -34,17 +34,17 @@ enum FrameFlags : uint8_t {
 struct FrameHeader {
   uint32_t magic = kFrameMagic;
   uint16_t version = kFrameVersion;
-  uint16_t op = 0;         // core::OpKind of the collective
-  uint64_t commId = 0;     // communicator id (from the unique id)
-  uint64_t seq = 0;        // operation sequence number within the communicator
-  uint64_t count = 0;      // element count of the whole operation, as the caller passed it
-  uint64_t length = 0;     // payload bytes that follow this header
-  uint32_t step = 0;       // algorithm step, for diagnostics
-  uint32_t crc = 0;        // CRC32C of the payload when kFlagChecksum is set
-  int32_t root = -1;       // root rank for rooted collectives, else -1
-  uint8_t datatype = 0;    // obcclDataType_t
-  uint8_t redop = 0;       // obcclRedOp_t
-  uint8_t flags = 0;       // FrameFlags
+  uint16_t op = 0;       // core::OpKind of the collective
+  uint64_t commId = 0;   // communicator id (from the unique id)
+  uint64_t seq = 0;      // operation sequence number within the communicator
+  uint64_t count = 0;    // element count of the whole operation, as the caller passed it
+  uint64_t length = 0;   // payload bytes that follow this header
+  uint32_t step = 0;     // algorithm step, for diagnostics
+  uint32_t crc = 0;      // CRC32C of the payload when kFlagChecksum is set
+  int32_t root = -1;     // root rank for rooted collectives, else -1
+  uint8_t datatype = 0;  // obcclDataType_t
+  uint8_t redop = 0;     // obcclRedOp_t
+  uint8_t flags = 0;     // FrameFlags
   uint8_t reserved = 0;
   uint32_t headerCrc = 0;  // CRC32C of the bytes above, so a garbled header is detected
 };
@@ -59,8 +59,8 @@ Status checkHeader(const FrameHeader& header, const std::string& peer);
 struct Request {
   bool done = false;
   Status status;
-  FrameHeader header;      // for a receive: the header that arrived
-  size_t bytes = 0;        // payload bytes moved
+  FrameHeader header;  // for a receive: the header that arrived
+  size_t bytes = 0;    // payload bytes moved
 };
 
 class Connection {

@@ -23,10 +23,10 @@ typedef struct {
   long long freezeStep; /* full-precision updates before compression; OBCCL_FREEZE_AUTO */
 } obcclOnebitAdamConfig_t;
 
-#define OBCCL_ONEBIT_ADAM_CONFIG_INITIALIZER                                            \
-  {                                                                                     \
-    sizeof(obcclOnebitAdamConfig_t), OBCCL_ONEBIT_ADAM_CONFIG_MAGIC, OBCCL_VERSION_CODE, \
-        1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, OBCCL_FREEZE_AUTO                              \
+#define OBCCL_ONEBIT_ADAM_CONFIG_INITIALIZER                                                    \
+  {                                                                                             \
+    sizeof(obcclOnebitAdamConfig_t), OBCCL_ONEBIT_ADAM_CONFIG_MAGIC, OBCCL_VERSION_CODE, 1e-3f, \
+        0.9f, 0.999f, 1e-8f, 0.0f, OBCCL_FREEZE_AUTO                                            \
   }
 
 typedef enum { obcclStageWarmup = 0, obcclStageCompressed = 1 } obcclOptimStage_t;
@@ -39,8 +39,7 @@ OBCCL_API obcclResult_t obcclOnebitAdamStep(obcclOnebitAdam_t opt, float* params
                                             const float* localGrads, float lr,
                                             obcclStream_t stream);
 OBCCL_API obcclResult_t obcclOnebitAdamGetInfo(obcclOnebitAdam_t opt, long long* step,
-                                               obcclOptimStage_t* stage,
-                                               long long* skippedSteps);
+                                               obcclOptimStage_t* stage, long long* skippedSteps);
 OBCCL_API obcclResult_t obcclOnebitAdamStateSize(obcclOnebitAdam_t opt, size_t* bytes);
 OBCCL_API obcclResult_t obcclOnebitAdamSaveState(obcclOnebitAdam_t opt, void* buf, size_t bytes);
 OBCCL_API obcclResult_t obcclOnebitAdamLoadState(obcclOnebitAdam_t opt, const void* buf,

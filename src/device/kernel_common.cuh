@@ -307,7 +307,10 @@ Status launch(void (*kernel)(Params...), const char* name, int threads, size_t w
 #if defined(OBCCL_DEVICE_EMULATION)  // host emulation, to check kernel logic without a GPU
   obccl_emu::launch(grid, static_cast<unsigned>(threads), [=] { kernel(args...); });
 #else
+  // clang-format 14 splits the launch chevrons of a .cuh file.
+  // clang-format off
   kernel<<<grid, threads, 0, stream>>>(args...);
+  // clang-format on
 #endif
   return launchStatus(name);
 }

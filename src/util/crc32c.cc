@@ -12,7 +12,9 @@ namespace {
 
 uint32_t crcTableSoftware(const uint8_t* p, size_t len, uint32_t crc) {
   static const auto table = [] {
-    struct T { uint32_t v[256]; } t{};
+    struct T {
+      uint32_t v[256];
+    } t{};
     for (uint32_t i = 0; i < 256; ++i) {
       uint32_t c = i;
       for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;

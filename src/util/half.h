@@ -16,7 +16,8 @@ inline float bf16ToFloat(uint16_t h) {
 inline uint16_t floatToBf16(float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, sizeof(bits));
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);  // quiet NaN
+  if ((bits & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((bits >> 16) | 0x40u);  // quiet NaN
   uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
@@ -52,9 +53,9 @@ inline uint16_t floatToHalf(float f) {
   std::memcpy(&bits, &f, sizeof(bits));
   uint32_t sign = (bits >> 16) & 0x8000u;
   uint32_t absBits = bits & 0x7fffffffu;
-  if (absBits > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (absBits > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (absBits >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
-  if (absBits < 0x38800000u) {  // subnormal or zero in half
+  if (absBits < 0x38800000u) {                                      // subnormal or zero in half
     if (absBits < 0x33000000u) return static_cast<uint16_t>(sign);  // rounds to zero
     uint32_t exp = absBits >> 23;
     uint32_t mant = (absBits & 0x7fffffu) | 0x800000u;

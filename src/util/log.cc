@@ -54,11 +54,16 @@ thread_local int tlsRank = -1;
 
 const char* levelName(LogLevel l) {
   switch (l) {
-    case LogLevel::kWarn: return "WARN";
-    case LogLevel::kInfo: return "INFO";
-    case LogLevel::kDebug: return "DEBUG";
-    case LogLevel::kTrace: return "TRACE";
-    default: return "";
+    case LogLevel::kWarn:
+      return "WARN";
+    case LogLevel::kInfo:
+      return "INFO";
+    case LogLevel::kDebug:
+      return "DEBUG";
+    case LogLevel::kTrace:
+      return "TRACE";
+    default:
+      return "";
   }
 }
 
@@ -79,7 +84,10 @@ void logWrite(LogLevel level, unsigned subsys, const char* fmt, ...) {
   va_end(ap);
   std::ostringstream line;
   line << s.host << ':' << getpid() << ':' << static_cast<long>(syscall(SYS_gettid)) << " [";
-  if (tlsRank >= 0) line << tlsRank; else line << '-';
+  if (tlsRank >= 0)
+    line << tlsRank;
+  else
+    line << '-';
   line << "] obccl " << levelName(level) << ' ' << body;
   std::lock_guard<std::mutex> lock(s.mu);
   if (s.handler) {
@@ -112,11 +120,14 @@ LogLevel parseLogLevel(const std::string& s) {
 }
 
 unsigned parseLogSubsys(const std::string& s) {
-  static const struct { const char* name; unsigned bit; } kNames[] = {
-      {"INIT", kSubsysInit},   {"COLL", kSubsysColl},   {"TRANSPORT", kSubsysTransport},
-      {"NET", kSubsysTransport}, {"BOOTSTRAP", kSubsysBootstrap}, {"TOPO", kSubsysTopo},
-      {"CODEC", kSubsysCodec}, {"OPTIM", kSubsysOptim}, {"DEVICE", kSubsysDevice},
-      {"ALL", kSubsysAll}};
+  static const struct {
+    const char* name;
+    unsigned bit;
+  } kNames[] = {{"INIT", kSubsysInit},           {"COLL", kSubsysColl},
+                {"TRANSPORT", kSubsysTransport}, {"NET", kSubsysTransport},
+                {"BOOTSTRAP", kSubsysBootstrap}, {"TOPO", kSubsysTopo},
+                {"CODEC", kSubsysCodec},         {"OPTIM", kSubsysOptim},
+                {"DEVICE", kSubsysDevice},       {"ALL", kSubsysAll}};
   bool invert = !s.empty() && s[0] == '^';
   unsigned mask = 0;
   std::stringstream ss(invert ? s.substr(1) : s);

@@ -42,8 +42,8 @@ unsigned parseLogSubsys(const std::string& s);
 
 }  // namespace obccl
 
-#define OBCCL_LOG_(level, subsys, ...)                                                  \
-  do {                                                                                  \
+#define OBCCL_LOG_(level, subsys, ...)                                                     \
+  do {                                                                                     \
     if (::obccl::logEnabled(level, subsys)) ::obccl::logWrite(level, subsys, __VA_ARGS__); \
   } while (0)
 #define OBCCL_WARN(subsys, ...) OBCCL_LOG_(::obccl::LogLevel::kWarn, subsys, __VA_ARGS__)

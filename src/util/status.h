@@ -40,7 +40,7 @@ Status errnoStatus(const std::string& what, int err);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool isOk() const { return status_.isOk(); }
@@ -60,9 +60,9 @@ class [[nodiscard]] Result {
 #define OBCCL_CONCAT_(a, b) OBCCL_CONCAT_INNER_(a, b)
 
 // Returns the Status of `expr` from the enclosing function unless it is ok.
-#define OBCCL_TRY(expr)                                   \
-  do {                                                    \
-    ::obccl::Status obccl_try_status_ = (expr);           \
+#define OBCCL_TRY(expr)                                      \
+  do {                                                       \
+    ::obccl::Status obccl_try_status_ = (expr);              \
     if (!obccl_try_status_.isOk()) return obccl_try_status_; \
   } while (0)
 
