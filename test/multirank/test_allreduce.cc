@@ -86,7 +86,9 @@ TEST_P(AllReduce, LargeCountForAFewCombinations) {
   const size_t count = (size_t{4} << 20) + 3;
   ASSERT_TRUE(checkAllReduce(w, obcclFloat32, obcclSum, count, false, 101));
   ASSERT_TRUE(checkAllReduce(w, obcclBfloat16, obcclAvg, count, true, 102));
-  if (n <= 4) ASSERT_TRUE(checkAllReduce(w, obcclInt32, obcclMax, count, true, 103));
+  if (n <= 4) {
+    ASSERT_TRUE(checkAllReduce(w, obcclInt32, obcclMax, count, true, 103));
+  }
 }
 
 std::string paramName(const ::testing::TestParamInfo<Param>& info) {

@@ -142,7 +142,9 @@ TEST_P(Collectives, ReduceScatter) {
                 << label << ": rank " << r << " element " << i << " is " << v << ", expected "
                 << e.value;
           }
-          if (!inPlace) ASSERT_EQ(recv[r][bytes], 0xab) << label << ": wrote past recvbuff";
+          if (!inPlace) {
+            ASSERT_EQ(recv[r][bytes], 0xab) << label << ": wrote past recvbuff";
+          }
         }
       }
     }
