@@ -11,17 +11,18 @@
 namespace obccl::api {
 namespace {
 
-Status checkDatatype(obcclDataType_t datatype) {
-  if (core::dataTypeSize(datatype) == 0)
-    return invalidArgument("datatype = " + std::to_string(static_cast<int>(datatype)) +
-                           " is not an obcclDataType_t");
+// By reference, so that a bogus value is checked as an int before it is ever loaded as the enum.
+Status checkDatatype(const obcclDataType_t& datatype) {
+  int raw = rawEnum(datatype);
+  if (raw < 0 || raw >= obcclNumTypes || core::dataTypeSize(datatype) == 0)
+    return invalidArgument("datatype = " + std::to_string(raw) + " is not an obcclDataType_t");
   return Status::ok();
 }
 
-Status checkOp(obcclRedOp_t op, obcclDataType_t datatype) {
-  if (static_cast<int>(op) < 0 || op >= obcclNumOps)
-    return invalidArgument("op = " + std::to_string(static_cast<int>(op)) +
-                           " is not an obcclRedOp_t");
+Status checkOp(const obcclRedOp_t& op, obcclDataType_t datatype) {
+  int raw = rawEnum(op);
+  if (raw < 0 || raw >= obcclNumOps)
+    return invalidArgument("op = " + std::to_string(raw) + " is not an obcclRedOp_t");
   if (op == obcclAvg && !core::isFloatingType(datatype))
     return invalidArgument(std::string("op = obcclAvg needs a floating datatype, not ") +
                            core::dataTypeName(datatype));

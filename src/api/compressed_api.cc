@@ -14,11 +14,17 @@ using obccl::api::readyComm;
 
 namespace {
 
-Status checkCompressedDatatype(obcclDataType_t datatype) {
+// By reference, so that a bogus value is checked as an int before it is ever loaded as the enum.
+Status checkCompressedDatatype(const obcclDataType_t& value) {
+  int raw = obccl::api::rawEnum(value);
+  if (raw < 0 || raw >= obcclNumTypes)
+    return obccl::invalidArgument("datatype = " + std::to_string(raw) +
+                                  " is not an obcclDataType_t");
+  obcclDataType_t datatype = value;
   if (datatype == obcclFloat32 || datatype == obcclFloat16 || datatype == obcclBfloat16)
     return Status::ok();
   if (obccl::core::dataTypeSize(datatype) == 0)
-    return obccl::invalidArgument("datatype = " + std::to_string(static_cast<int>(datatype)) +
+    return obccl::invalidArgument("datatype = " + std::to_string(raw) +
                                   " is not an obcclDataType_t");
   return obccl::invalidArgument(std::string("datatype = ") + obccl::core::dataTypeName(datatype) +
                                 " cannot be compressed (use float32, float16 or bfloat16)");

@@ -17,6 +17,7 @@
 // guard(body) and recordError(comm, status) yourself.
 #pragma once
 
+#include <cstring>
 #include <exception>
 #include <new>
 #include <string>
@@ -31,6 +32,16 @@ namespace obccl::api {
 // Stores status's message as the last error of comm (when not null) and of this thread.
 // Returns status.code(). A success stores nothing.
 obcclResult_t recordError(obcclComm_t comm, const Status& status);
+
+// The integer a caller passed for an enum parameter, read without loading it as the enum: an
+// out-of-range value is undefined behaviour to load (UBSan reports it), so validate this first.
+template <typename E>
+int rawEnum(const E& value) {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
+  int raw;
+  std::memcpy(&raw, &value, sizeof(raw));
+  return raw;
+}
 
 // obcclInvalidArgument "<name> is NULL".
 inline Status nullArgument(const char* name) {

@@ -79,7 +79,7 @@ void checkWorker(const Kernels& k, Gen& g, obcclDataType_t dt, size_t len, size_
                       std::to_string(valid) + " block " + std::to_string(block);
   std::vector<uint8_t> x = g.raw(dt, valid);
   std::vector<uint8_t> xStore(x.size() + xOffset + 1);
-  std::memcpy(xStore.data() + xOffset, x.data(), x.size());
+  if (!x.empty()) std::memcpy(xStore.data() + xOffset, x.data(), x.size());  // data() may be null
   const void* xp = xStore.data() + xOffset;
   std::vector<float> e0 = g.values(len);
   Floats e(e0);
