@@ -10,6 +10,7 @@ quick=${2:-}
 case $kind in
   asan) san="address,undefined"
         export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1
+        export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp"
         export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ;;
   tsan) san="thread"
         export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp" ;;

@@ -78,7 +78,7 @@ class AuthHandshake {
 // Returns the peer's authenticated id; failures name options.peerName and never the secret.
 Result<int64_t> authenticatePeer(int fd, const AuthOptions& options, const Deadline& deadline);
 
-// Fills buf with cryptographically strong random bytes (RAND_bytes).
+// Fills buf with cryptographically strong random bytes (getrandom(2)).
 Status randomBytes(void* buf, size_t len);
 
 }  // namespace obccl
