@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <fstream>
@@ -148,14 +149,15 @@ int floodDuringInit(HostileArena* a, const Job& job, LoopbackSniffer* sniffer, b
     ++a->dataHits;
     return data[turn / 2 % data.size()].port;
   };
+  std::vector<int> seen;
   o.onRound = [&] {
     if (sniffing) sniffer->pump();
+    data.clear();  // only listeners that are up now (they close once their peers are in)
     for (const ListenSocket& l : listeningSockets(rankPids(a))) {
       if (l.port == job.port) continue;
-      bool known = false;
-      for (const auto& d : data) known = known || d.port == l.port;
-      if (known) continue;
       data.push_back(l);
+      if (std::find(seen.begin(), seen.end(), l.port) != seen.end()) continue;
+      seen.push_back(l.port);
       std::string all = std::string(a->listenersDuring) + (a->listenersDuring[0] ? ", " : "") +
                         l.address + ":" + std::to_string(l.port);
       copyText(a->listenersDuring, sizeof(a->listenersDuring), all);
